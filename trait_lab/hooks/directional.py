@@ -1,0 +1,122 @@
+"""Hooks that act along a direction: ablation (project it out) and activation capping.
+
+Example:
+    >>> import torch
+    >>> from trait_lab.testing import tiny_model, tiny_batch
+    >>> model = tiny_model("llama")
+    >>> with AblationHook(model, torch.randn(32), 1):
+    ...     _ = model(**tiny_batch(1, 4))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trait_lab.hooks._base import (
+    DeviceVector,
+    HookContext,
+    Target,
+    VectorLike,
+    as_vector,
+    check_width,
+    expected_width,
+    fp32_apply,
+    register_tensor_hook,
+    resolve_target,
+)
+
+
+class _DirectionHook(HookContext):
+    def __init__(
+        self, model: nn.Module, direction: VectorLike, target: Target, component: str
+    ) -> None:
+        super().__init__(model)
+        self.path = resolve_target(model, target, component)
+        width = expected_width(model, self.path)
+        self.direction = DeviceVector(
+            as_vector(direction, name="direction", width=width, direction=True)
+        )
+
+    def _attach(self) -> None:
+        self._add(register_tensor_hook(self.model, self.path, self._edit, edits=True))
+
+    def _edit(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AblationHook(_DirectionHook):
+    """Remove a direction: ``h ← h − (h·r̂) r̂`` at every position.
+
+    Example:
+        >>> import torch
+        >>> from trait_lab.testing import tiny_model
+        >>> hook = AblationHook(tiny_model(), torch.ones(32), "model.layers.1")
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        direction: VectorLike,
+        target: Target,
+        component: str = "residual",
+    ) -> None:
+        super().__init__(model, direction, target, component)
+
+    def _edit(self, h: torch.Tensor) -> torch.Tensor:
+        r = self.direction.on(h.device)
+        check_width(h, r, self.path, "direction")
+        return fp32_apply(h, lambda x: x - (x @ r).unsqueeze(-1) * r)
+
+
+class ActivationCappingHook(_DirectionHook):
+    """Clamp the projection on a direction between a floor and/or a ceiling.
+
+    Floor ``τ``: ``h ← h + max(0, τ − ⟨h,v̂⟩)·v̂``. Ceiling ``κ``: ``h ← h − max(0, ⟨h,v̂⟩ − κ)·v̂``.
+    ``threshold`` is the floor (the name used by traitinterp).
+
+    Example:
+        >>> import torch
+        >>> from trait_lab.testing import tiny_model
+        >>> hook = ActivationCappingHook(tiny_model(), torch.ones(32), 1, threshold=0.5)
+        >>> hook.floor, hook.ceiling
+        (0.5, None)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        vector: VectorLike,
+        target: Target,
+        threshold: float | None = None,
+        *,
+        ceiling: float | None = None,
+        component: str = "residual",
+    ) -> None:
+        super().__init__(model, vector, target, component)
+        for name, value in (("threshold", threshold), ("ceiling", ceiling)):
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be finite or None, got {value!r}")
+        if threshold is None and ceiling is None:
+            raise ValueError("ActivationCappingHook needs threshold= (a floor), ceiling=, or both")
+        if threshold is not None and ceiling is not None and float(threshold) > float(ceiling):
+            raise ValueError(f"threshold (floor) {threshold} is above ceiling {ceiling}")
+        self.floor = None if threshold is None else float(threshold)
+        self.ceiling = None if ceiling is None else float(ceiling)
+
+    def _edit(self, h: torch.Tensor) -> torch.Tensor:
+        v = self.direction.on(h.device)
+        check_width(h, v, self.path, "direction")
+
+        def cap(x: torch.Tensor) -> torch.Tensor:
+            proj = x @ v
+            shift = torch.zeros_like(proj)
+            if self.floor is not None:
+                shift = shift + torch.clamp(self.floor - proj, min=0)
+            if self.ceiling is not None:
+                shift = shift - torch.clamp(proj - self.ceiling, min=0)
+            return x + shift.unsqueeze(-1) * v
+
+        return fp32_apply(h, cap)
