@@ -30,16 +30,18 @@ def test_every_tiny_architecture_is_registered(arch: str) -> None:
 def test_residual_capture_equals_output_hidden_states(arch: str) -> None:
     model = tiny_model(arch)
     batch = tiny_batch(2, 6, left_pad=(0, 2))
-    with MultiLayerCapture(model, components=["residual", "block_input"]) as cap:
-        with torch.no_grad():
-            hidden = model(**batch, output_hidden_states=True).hidden_states
+    comps = ["residual", "block_input"]
+    with MultiLayerCapture(model, components=comps) as cap, torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states
     count = n_layers(model)
     for layer in range(count):
         assert torch.equal(cap.get(layer, "block_input"), hidden[layer])
         if layer < count - 1:  # HF's last entry has the final norm applied
             assert torch.equal(cap.get(layer, "residual"), hidden[layer + 1])
     final_norm = model.get_submodule(find_layers(model)[0].rpartition(".")[0])
-    norm = next(m for n, m in final_norm.named_children() if n in ("norm", "ln_f", "final_layer_norm"))
+    norm = next(
+        m for n, m in final_norm.named_children() if n in ("norm", "ln_f", "final_layer_norm")
+    )
     torch.testing.assert_close(norm(cap.get(count - 1, "residual")), hidden[-1])
 
 

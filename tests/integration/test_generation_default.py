@@ -1,0 +1,97 @@
+"""HookedGenerator on the default model against model.generate and a no-cache recompute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trait_lab.generation import CaptureConfig, HookedGenerator, SteeringConfig
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write one sentence about the sea.",
+    "Hi",
+]
+
+
+@pytest.fixture(scope="module")
+def chat_batch(default_model):
+    _, tokenizer = default_model
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in QUESTIONS
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    assert (batch["attention_mask"][:, 0] == 0).any()  # really left-padded
+    return batch
+
+
+def test_greedy_equals_model_generate(default_model, chat_batch) -> None:
+    model, tokenizer = default_model
+    with torch.no_grad():
+        expected = model.generate(
+            **chat_batch, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    results = HookedGenerator(model).generate(
+        chat_batch["input_ids"], chat_batch["attention_mask"], 12
+    )
+    prompt_len = chat_batch["input_ids"].shape[1]
+    eos = tokenizer.eos_token_id
+    for i, result in enumerate(results):
+        row = expected[i, prompt_len:].tolist()
+        if eos in row:
+            row = row[: row.index(eos) + 1]
+        assert result.token_ids == row
+    assert "Paris" in tokenizer.decode(results[0].token_ids)
+
+
+def test_steered_cache_equals_no_cache_and_captures_line_up(default_model, chat_batch) -> None:
+    model, _ = default_model
+    ids, mask = chat_batch["input_ids"], chat_batch["attention_mask"]
+    v = torch.randn(576, generator=torch.Generator().manual_seed(0))
+    v = v / v.norm()
+    coefs = [0.0, 8.0, -8.0]
+    results = HookedGenerator(model).generate(
+        ids,
+        mask,
+        6,
+        steering=[SteeringConfig(v, 10, coefs, positions="response")],
+        capture=CaptureConfig(layers=[10, 20]),
+        eos_token_id=[],
+    )
+    prompt_len = ids.shape[1]
+    seq = torch.stack(
+        [torch.cat([ids[i], torch.tensor(r.token_ids)]) for i, r in enumerate(results)]
+    )
+    full_mask = torch.cat([mask, torch.ones(len(results), 6, dtype=mask.dtype)], dim=1)
+    pos = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
+    c = torch.tensor(coefs)
+
+    def add(module, args, out):
+        keep = (torch.arange(out.shape[1]) >= prompt_len - 1).float()
+        return out + c[:, None, None] * keep[None, :, None] * v
+
+    # prepend, so HF's own hidden-state recorder sees the steered output
+    handle = model.model.layers[10].register_forward_hook(add, prepend=True)
+    try:
+        with torch.no_grad():
+            out = model(
+                input_ids=seq, attention_mask=full_mask, position_ids=pos, output_hidden_states=True
+            )
+    finally:
+        handle.remove()
+    # the no-cache forward's greedy choices reproduce every generated token
+    predicted = out.logits[:, prompt_len - 1 : -1].argmax(-1)
+    assert predicted.tolist() == [r.token_ids for r in results]
+    for i, result in enumerate(results):
+        for layer in (10, 20):
+            torch.testing.assert_close(
+                result.activations[layer]["residual"],
+                out.hidden_states[layer + 1][i, prompt_len:],
+                rtol=1e-4,
+                atol=1e-3,
+            )
