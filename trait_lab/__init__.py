@@ -1,5 +1,72 @@
-"""trait_lab: trait vectors for language models — extract, measure, steer, watch, compare."""
+"""trait_lab: trait vectors for language models — extract, measure, steer, watch, compare.
+
+The public names below are importable from the top level and load their module on first use,
+so ``import trait_lab`` stays cheap and ``python -m trait_lab.models`` runs cleanly.
+
+Example:
+    >>> import trait_lab
+    >>> trait_lab.SteeringHook.__name__
+    'SteeringHook'
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # hooks
+    "AblationHook": "trait_lab.hooks",
+    "ActivationCappingHook": "trait_lab.hooks",
+    "CaptureHook": "trait_lab.hooks",
+    "MultiLayerCapture": "trait_lab.hooks",
+    "MultiLayerProjection": "trait_lab.hooks",
+    "MultiLayerSteering": "trait_lab.hooks",
+    "PerPositionSteeringHook": "trait_lab.hooks",
+    "PerSampleSteering": "trait_lab.hooks",
+    "ProjectionHook": "trait_lab.hooks",
+    "SteeringHook": "trait_lab.hooks",
+    # architectures
+    "get_hook_path": "trait_lab.architectures",
+    "detect_contribution_paths": "trait_lab.architectures",
+    # generation
+    "HookedGenerator": "trait_lab.generation",
+    "CaptureConfig": "trait_lab.generation",
+    "SteeringConfig": "trait_lab.generation",
+    "ProjectionSpec": "trait_lab.generation",
+    "SamplingConfig": "trait_lab.generation",
+    "GenerationResult": "trait_lab.generation",
+    # store
+    "ActivationStore": "trait_lab.store",
+    "extract_representations": "trait_lab.store",
+    "save_activations": "trait_lab.activation_io",
+    "load_activations": "trait_lab.activation_io",
+    "ActivationWriter": "trait_lab.activation_io",
+    "ActivationReader": "trait_lab.activation_io",
+    # models
+    "load_model": "trait_lab.models",
+    # types
+    "VectorSpec": "trait_lab.types",
+    "ProjectionConfig": "trait_lab.types",
+    "VectorResult": "trait_lab.types",
+    "JudgeResult": "trait_lab.types",
+    "ModelVariant": "trait_lab.types",
+    "ActivationMetadata": "trait_lab.types",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trait_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
