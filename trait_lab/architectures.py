@@ -247,7 +247,10 @@ def split_hook_path(path: str) -> tuple[str, bool]:
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
-    """The module at ``path`` (``":input"`` ignored), with close matches listed when missing.
+    """The module at ``path`` (``":input"`` ignored); a missing one raises ``ValueError``.
+
+    The error lists up to 20 of the model's module names, closest matches first, so a typo
+    shows its fix. ``""`` is the model itself.
 
     Example:
         >>> from trait_lab.testing import tiny_model
@@ -259,10 +262,11 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         return model.get_submodule(name)
     except AttributeError:
         pass
-    names = [n for n, _ in model.named_modules() if n]
-    close = difflib.get_close_matches(name, names, n=10, cutoff=0.5)
+    available = [n for n, _ in model.named_modules() if n]
+    close = difflib.get_close_matches(name, available, n=20, cutoff=0.6)
+    shown = close + [n for n in available if n not in close][: 20 - len(close)]
     raise ValueError(
-        f"module {name!r} not found in {type(model).__name__}. "
-        f"Closest names: {close or names[:10]}. "
+        f"module {name!r} not found in {type(model).__name__}. Candidates, closest first "
+        f"({len(shown)} of {len(available)}): {', '.join(shown) or '(none)'}. "
         "List them all with [n for n, _ in model.named_modules()]."
     )

@@ -12,17 +12,26 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import numbers
 import os
 import re
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from trait_lab._record import (
+    Record,
+    check_choice,
+    check_float,
+    check_int,
+    check_items,
+    check_opt_float,
+    check_str,
+    invalid,
+    set_field,
+)
+from trait_lab.atomic import atomic_write_json
 
 SCHEMA_VERSION = 1
 """Version written by :func:`save_json`; :func:`load_json` refuses any other."""
@@ -39,124 +48,18 @@ SOURCES: tuple[str, ...] = ("extraction", "steering")
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-T = TypeVar("T", bound="Record")
-
-
-# --- validation helpers: each returns the normalised value or raises a ValueError ------------
-
-
-def _fail(owner: str, name: str, value: Any, allowed: str, fix: str) -> ValueError:
-    return ValueError(f"{owner}.{name}={value!r} is invalid: expected {allowed}. {fix}")
-
-
-def _set(obj: object, name: str, value: Any) -> None:
-    object.__setattr__(obj, name, value)  # normalise a field of a frozen dataclass
-
-
-def _int(owner: str, name: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        fix = "Pass a whole number (not a bool, float or string)."
-        raise _fail(owner, name, value, f"an int >= {minimum}", fix)
-    return int(value)
-
-
-def _float(
-    owner: str, name: str, value: Any, lo: float | None = None, hi: float | None = None
-) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        span = f" in [{lo}, {hi}]" if hi is not None else (f" >= {lo}" if lo is not None else "")
-        fix = "Pass a plain float (use float(x) on tensors); NaN and infinity are not allowed."
-        raise _fail(owner, name, value, f"a finite number{span}", fix)
-    return float(value)
-
-
-def _opt_float(
-    owner: str, name: str, value: Any, lo: float | None = None, hi: float | None = None
-) -> float | None:
-    return None if value is None else _float(owner, name, value, lo, hi)
-
-
-def _str(owner: str, name: str, value: Any, optional: bool = False) -> str | None:
-    if optional and value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        allowed = "a non-empty string" + (" or None" if optional else "")
-        raise _fail(owner, name, value, allowed, f"Give {name} a value.")
-    return value
-
-
-def _choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail(owner, name, value, f"one of {list(choices)}", "Use one of those spellings.")
-    return str(value)
-
-
-def _items(owner: str, name: str, value: Any, example: list[Any]) -> list[Any]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise _fail(owner, name, value, "a non-empty list", f"Pass a list such as {example}.")
-    return list(value)
+T = TypeVar("T", bound=Record)
 
 
 def _location(owner: str, obj: Any) -> None:
     """Check the layer/component/position/method fields shared by VectorSpec and VectorResult."""
-    _set(obj, "layer", _int(owner, "layer", obj.layer))
-    _choice(owner, "component", obj.component, COMPONENTS)
-    _str(owner, "position", obj.position)
-    _str(owner, "method", obj.method)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value.to_dict()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
+    set_field(obj, "layer", check_int(owner, "layer", obj.layer))
+    check_choice(owner, "component", obj.component, COMPONENTS)
+    check_str(owner, "position", obj.position)
+    check_str(owner, "method", obj.method)
 
 
 # --- records ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    """Base of every record: a JSON-safe ``to_dict`` and a strict ``from_dict``.
-
-    Example:
-        >>> JudgeResult.from_dict({"trait_mean": 70.0, "coherence_mean": 85.0, "n": 20}).n
-        20
-    """
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON types: tuples become lists, int dict keys become strings."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-        """Build the record from ``to_dict`` output; unknown or missing keys raise ValueError."""
-        if not isinstance(data, Mapping):
-            raise ValueError(
-                f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}: {data!r}. "
-                f"Pass the output of {cls.__name__}.to_dict()."
-            )
-        allowed = [f.name for f in fields(cls)]
-        required = [f.name for f in fields(cls) if MISSING is f.default is f.default_factory]
-        unknown = [k for k in data if k not in allowed]
-        missing = [k for k in required if k not in data]
-        if unknown or missing:
-            problems = [f"unknown key(s) {unknown}"] if unknown else []
-            problems += [f"missing required key(s) {missing}"] if missing else []
-            raise ValueError(
-                f"{cls.__name__}.from_dict: {' and '.join(problems)}. Allowed keys: {allowed} "
-                f"(required: {required}). Rename or remove the keys; none are ignored."
-            )
-        return cls(**cls._decode(dict(data)))
-
-    @classmethod
-    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Turn JSON values back into field values (overridden where JSON loses types)."""
-        return data
 
 
 @dataclass(frozen=True)
@@ -178,7 +81,7 @@ class VectorSpec(Record):
 
     def __post_init__(self) -> None:
         _location("VectorSpec", self)
-        _set(self, "weight", _float("VectorSpec", "weight", self.weight))
+        set_field(self, "weight", check_float("VectorSpec", "weight", self.weight))
 
 
 @dataclass(frozen=True)
@@ -195,12 +98,12 @@ class ProjectionConfig(Record):
     def __post_init__(self) -> None:
         fix = "Pass [VectorSpec(...), ...], or use ProjectionConfig.single(...) for one vector."
         if isinstance(self.vectors, VectorSpec):
-            raise _fail("ProjectionConfig", "vectors", self.vectors, "a list of VectorSpec", fix)
-        vecs = _items("ProjectionConfig", "vectors", self.vectors, ["VectorSpec(9)"])
+            raise invalid("ProjectionConfig", "vectors", self.vectors, "a list of VectorSpec", fix)
+        vecs = check_items("ProjectionConfig", "vectors", self.vectors, ["VectorSpec(9)"])
         for i, vec in enumerate(vecs):
             if not isinstance(vec, VectorSpec):
-                raise _fail("ProjectionConfig", f"vectors[{i}]", vec, "a VectorSpec", fix)
-        _set(self, "vectors", tuple(vecs))
+                raise invalid("ProjectionConfig", f"vectors[{i}]", vec, "a VectorSpec", fix)
+        set_field(self, "vectors", tuple(vecs))
 
     @classmethod
     def single(
@@ -294,15 +197,15 @@ class VectorResult(Record):
     def __post_init__(self) -> None:
         o = "VectorResult"
         _location(o, self)
-        _choice(o, "source", self.source, SOURCES)
-        _set(self, "accuracy", _opt_float(o, "accuracy", self.accuracy, lo=0.0, hi=1.0))
+        check_choice(o, "source", self.source, SOURCES)
+        set_field(self, "accuracy", check_opt_float(o, "accuracy", self.accuracy, lo=0.0, hi=1.0))
         for name in ("effect_size", "delta", "coherence"):
-            _set(self, name, _opt_float(o, name, getattr(self, name)))
+            set_field(self, name, check_opt_float(o, name, getattr(self, name)))
         if self.polarity_correct is not None and not isinstance(self.polarity_correct, bool):
             fix = "Wrap numpy/torch values in bool(...)."
-            raise _fail(o, "polarity_correct", self.polarity_correct, "True, False or None", fix)
+            raise invalid(o, "polarity_correct", self.polarity_correct, "True, False or None", fix)
         path = os.fspath(self.path) if isinstance(self.path, os.PathLike) else self.path
-        _set(self, "path", _str(o, "path", path, optional=True))
+        set_field(self, "path", check_str(o, "path", path, optional=True))
         scores = {"delta": self.delta, "coherence": self.coherence}
         given = [v is not None for v in scores.values()]
         if given != ([True, True] if self.source == "steering" else [False, False]):
@@ -334,11 +237,13 @@ class JudgeResult(Record):
 
     def __post_init__(self) -> None:
         o = "JudgeResult"
-        _set(self, "trait_mean", _float(o, "trait_mean", self.trait_mean))
-        _set(self, "coherence_mean", _float(o, "coherence_mean", self.coherence_mean))
-        _set(self, "n", _int(o, "n", self.n, minimum=1))
-        _set(self, "trait_std", _opt_float(o, "trait_std", self.trait_std, lo=0.0))
-        _set(self, "coherence_std", _opt_float(o, "coherence_std", self.coherence_std, lo=0.0))
+        set_field(self, "trait_mean", check_float(o, "trait_mean", self.trait_mean))
+        set_field(self, "coherence_mean", check_float(o, "coherence_mean", self.coherence_mean))
+        set_field(self, "n", check_int(o, "n", self.n, minimum=1))
+        set_field(self, "trait_std", check_opt_float(o, "trait_std", self.trait_std, lo=0.0))
+        set_field(
+            self, "coherence_std", check_opt_float(o, "coherence_std", self.coherence_std, lo=0.0)
+        )
 
 
 @dataclass(frozen=True)
@@ -360,9 +265,9 @@ class ModelVariant(Record):
             hint = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.") or "variant"
             allowed = "a folder name of letters, digits, '-', '_' and '.' (not '.' or '..')"
             fix = f"The name becomes a folder on disk; try {hint!r}."
-            raise _fail("ModelVariant", "name", name, allowed, fix)
-        _str("ModelVariant", "model", self.model, optional=True)
-        _str("ModelVariant", "lora", self.lora, optional=True)
+            raise invalid("ModelVariant", "name", name, allowed, fix)
+        check_str("ModelVariant", "model", self.model, optional=True)
+        check_str("ModelVariant", "lora", self.lora, optional=True)
 
 
 @dataclass(frozen=True)
@@ -388,35 +293,35 @@ class ActivationMetadata(Record):
 
     def __post_init__(self) -> None:
         o = "ActivationMetadata"
-        _str(o, "model", self.model)
+        check_str(o, "model", self.model)
         for name in ("n_layers", "hidden_dim", "n_samples"):
-            _set(self, name, _int(o, name, getattr(self, name), minimum=1))
-        _str(o, "position", self.position)
-        _choice(o, "dtype", self.dtype, DTYPES)
-        raw = _items(o, "captured_layers", self.captured_layers, [9, 12])
-        layers = tuple(_int(o, f"captured_layers[{i}]", x) for i, x in enumerate(raw))
+            set_field(self, name, check_int(o, name, getattr(self, name), minimum=1))
+        check_str(o, "position", self.position)
+        check_choice(o, "dtype", self.dtype, DTYPES)
+        raw = check_items(o, "captured_layers", self.captured_layers, [9, 12])
+        layers = tuple(check_int(o, f"captured_layers[{i}]", x) for i, x in enumerate(raw))
         for i, layer in enumerate(layers):
             if layer >= self.n_layers:
                 allowed = f"a layer < n_layers={self.n_layers}"
-                raise _fail(o, f"captured_layers[{i}]", layer, allowed, "Fix the layer list.")
-        raw = _items(o, "components", self.components, ["residual"])
-        comps = tuple(_choice(o, f"components[{i}]", c, COMPONENTS) for i, c in enumerate(raw))
+                raise invalid(o, f"captured_layers[{i}]", layer, allowed, "Fix the layer list.")
+        raw = check_items(o, "components", self.components, ["residual"])
+        comps = tuple(check_choice(o, f"components[{i}]", c, COMPONENTS) for i, c in enumerate(raw))
         for name, items in (("captured_layers", layers), ("components", comps)):
             if len(set(items)) != len(items):
-                raise _fail(o, name, list(items), "no repeated entries", "Remove the repeats.")
-            _set(self, name, items)
+                raise invalid(o, name, list(items), "no repeated entries", "Remove the repeats.")
+            set_field(self, name, items)
         if self.activation_norms is not None:
             if not isinstance(self.activation_norms, Mapping):
                 fix = "Pass {layer: norm, ...} or None."
-                raise _fail(o, "activation_norms", self.activation_norms, "a dict or None", fix)
+                raise invalid(o, "activation_norms", self.activation_norms, "a dict or None", fix)
             norms: dict[int, float] = {}
             for key, value in self.activation_norms.items():
-                layer = _int(o, "activation_norms key", key)
+                layer = check_int(o, "activation_norms key", key)
                 if layer not in layers:
                     fix = "Record norms only for captured layers."
-                    raise _fail(o, "activation_norms key", key, f"one of {list(layers)}", fix)
-                norms[layer] = _float(o, f"activation_norms[{layer}]", value, lo=0.0)
-            _set(self, "activation_norms", norms)
+                    raise invalid(o, "activation_norms key", key, f"one of {list(layers)}", fix)
+                norms[layer] = check_float(o, f"activation_norms[{layer}]", value, lo=0.0)
+            set_field(self, "activation_norms", norms)
 
     @classmethod
     def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -434,8 +339,9 @@ class ActivationMetadata(Record):
 def save_json(obj: Record, path: str | os.PathLike[str]) -> Path:
     """Write ``obj`` as versioned JSON, atomically: an old file survives any failure.
 
-    The text is built first, written to a temporary file in the same folder, fsynced and then
-    moved over ``path`` with ``os.replace``. Missing parent folders are created.
+    The text is built first, then written with :func:`trait_lab.atomic.atomic_write_json` (a
+    temporary file in the same folder, fsynced, moved over ``path`` with ``os.replace``).
+    Missing parent folders are created.
 
     Example:
         >>> save_json(VectorSpec(9), "/tmp/spec.json").name
@@ -446,22 +352,8 @@ def save_json(obj: Record, path: str | os.PathLike[str]) -> Path:
             f"save_json saves trait_lab records (VectorSpec, ProjectionConfig, ...), got "
             f"{type(obj).__name__}. Build a record first, e.g. VectorSpec.from_dict(d)."
         )
-    target = Path(path)
     envelope = {"schema_version": SCHEMA_VERSION, "type": type(obj).__name__, "data": obj.to_dict()}
-    text = json.dumps(envelope, indent=2, allow_nan=False) + "\n"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write_json(path, envelope, indent=2)
 
 
 def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:

@@ -87,9 +87,10 @@ def test_ablation_removes_the_direction(component: str) -> None:
     model = tiny_model("gemma2")
     direction = torch.randn(HIDDEN)
     batch = tiny_batch(2, 5)
-    with AblationHook(model, direction, 1, component=component), CaptureHook(
-        model, 1, component
-    ) as cap:
+    with (
+        AblationHook(model, direction, 1, component=component),
+        CaptureHook(model, 1, component) as cap,
+    ):
         _logits(model, batch)
     unit = direction / direction.norm()
     assert (cap.get() @ unit).abs().max() < 1e-5
@@ -135,9 +136,10 @@ def test_projection_equals_capture_then_project() -> None:
     model = tiny_model("qwen3")
     vecs = torch.randn(3, HIDDEN)
     batch = tiny_batch(2, 5, left_pad=(0, 1))
-    with MultiLayerCapture(model, [0, 2]) as cap, MultiLayerProjection(
-        model, {0: vecs[0], 2: vecs}
-    ) as proj:
+    with (
+        MultiLayerCapture(model, [0, 2]) as cap,
+        MultiLayerProjection(model, {0: vecs[0], 2: vecs}) as proj,
+    ):
         _logits(model, batch)
     units = vecs / vecs.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(proj.get(0), cap.get(0) @ units[0])
@@ -202,9 +204,10 @@ def test_per_position_steering_touches_only_its_range() -> None:
     v = torch.randn(HIDDEN)
     with CaptureHook(model, 1) as plain:
         _logits(model, batch)
-    with PerPositionSteeringHook(model, v, 1, 2.0, token_range=[(1, 3), (5, None)]), CaptureHook(
-        model, 1
-    ) as steered:
+    with (
+        PerPositionSteeringHook(model, v, 1, 2.0, token_range=[(1, 3), (5, None)]),
+        CaptureHook(model, 1) as steered,
+    ):
         _logits(model, batch)
     delta = steered.get() - plain.get()
     touched = delta.abs().amax(dim=-1) > 1e-6
@@ -330,8 +333,9 @@ class TestBadInput:
                 return {"out": self.inner(x)}
 
         model = nn.Sequential(DictOut())
-        with pytest.raises(TypeError, match=r"returned dict.*child modules"), CaptureHook(
-            model, "0"
+        with (
+            pytest.raises(TypeError, match=r"returned dict.*child modules"),
+            CaptureHook(model, "0"),
         ):
             model(torch.ones(1, 4))
         assert hook_counts(model) == {"": (0, 0), "0": (0, 0), "0.inner": (0, 0)}
@@ -344,8 +348,9 @@ class TestBadInput:
 
     def test_per_sample_batch_too_small(self) -> None:
         model = tiny_model()
-        with pytest.raises(ValueError, match="covers samples up to 3"), PerSampleSteering(
-            model, [(1, torch.ones(HIDDEN), 1.0, (0, 3))]
+        with (
+            pytest.raises(ValueError, match="covers samples up to 3"),
+            PerSampleSteering(model, [(1, torch.ones(HIDDEN), 1.0, (0, 3))]),
         ):
             _logits(model, tiny_batch(2, 3))
 

@@ -23,6 +23,7 @@ from trait_lab.activation_io import (
     load_activations,
     save_activations,
 )
+from trait_lab.hooks import AblationHook, SteeringHook
 from trait_lab.store import ActivationStore, extract_representations
 from trait_lab.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model
 
@@ -200,6 +201,41 @@ class TestActivationStore:
         assert "model.layers.0" in msg.split("closest first")[1] and "named_modules()" in msg
         with pytest.raises(ValueError, match=r"model\.layer\.0"):
             extract_representations(model, samples(), ["model.layer.0"])
+
+    def test_sees_steering_entered_after_it(self) -> None:
+        model, v, batch = tiny_model("llama"), torch.randn(32), tiny_batch(2, 5)
+        before = warm(model)
+        with ActivationStore(model, ["model.layers.1"]) as plain, torch.no_grad():
+            model(**batch)
+        with (
+            ActivationStore(model, ["model.layers.1"]) as store,
+            SteeringHook(model, v, 1, 2.0),
+            torch.no_grad(),
+        ):
+            out = model(**batch, output_hidden_states=True)
+            # one trait_lab dispatch hook serves both: the store is an observer, not a raw hook
+            assert len(model.model.layers[1]._forward_hooks) == len(before["model.layers.1"]) + 1
+        got = store.get("model.layers.1")
+        torch.testing.assert_close(got, plain.get("model.layers.1") + 2.0 * v)
+        torch.testing.assert_close(got, out.hidden_states[2], rtol=0, atol=0)
+        assert hooks(model) == before
+
+    def test_sees_ablation_in_either_order(self) -> None:
+        model, d, batch = tiny_model("qwen2"), torch.randn(32), tiny_batch(2, 5)
+        unit = d / d.norm()
+        for store_first in (True, False):
+            store = ActivationStore(model, ["model.layers.0"])
+            ablation = AblationHook(model, d, 0)
+            first, second = (store, ablation) if store_first else (ablation, store)
+            with first, second, torch.no_grad():
+                model(**batch)
+            assert (store.get("model.layers.0") @ unit).abs().max() < 1e-5
+
+    def test_input_suffix_captures_the_block_input(self) -> None:
+        model = tiny_model("llama")
+        with ActivationStore(model, ["model.layers.1:input"]) as store, torch.no_grad():
+            out = model(**tiny_batch(2, 5), output_hidden_states=True)
+        torch.testing.assert_close(store.get("model.layers.1:input"), out.hidden_states[1])
 
     @pytest.mark.parametrize(("inner", "kind"), [(DictOut(), "dict"), (NoneOut(), "NoneType")])
     def test_non_tensor_output_raises(self, inner: nn.Module, kind: str) -> None:

@@ -104,16 +104,31 @@ def as_vector(
     return tensor
 
 
-def first_tensor(output: Any, where: str) -> torch.Tensor:
-    """The hidden-state tensor in a module output: the tensor itself or a tuple's first item."""
+def first_tensor(output: Any, where: str, module: nn.Module | None = None) -> torch.Tensor:
+    """The hidden-state tensor in a module output: the tensor itself or a tuple's first item.
+
+    Anything else raises ``TypeError`` naming ``where`` (the hook path) and, when ``module`` is
+    given, its class and the child modules to target instead.
+
+    Example:
+        >>> first_tensor((torch.ones(2), None), "model.layers.0").tolist()
+        [1.0, 1.0]
+    """
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
+    is_input = where.endswith(INPUT_SUFFIX)
+    name = where[: -len(INPUT_SUFFIX)] if is_input else where
+    kind = f" ({type(module).__name__})" if module is not None else ""
+    children = [] if module is None else [c for c, _ in module.named_children()][:8]
+    children = [f"{name}.{c}" if name else c for c in children]
+    verb = "was called with" if is_input else "returned"
     raise TypeError(
-        f"module {where!r} returned {type(output).__name__}, not a tensor or a tuple whose first "
-        "item is a tensor, so it cannot be hooked. Target one of its child modules instead "
-        "(list them with [n for n, _ in module.named_modules()])."
+        f"module {where!r}{kind} {verb} {type(output).__name__}, not a tensor or a tuple/list "
+        "starting with one, so it cannot be hooked or captured. Target one of its child modules "
+        f"that returns a tensor instead: {', '.join(children) or '(none)'} (list them all with "
+        "[n for n, _ in model.named_modules()])."
     )
 
 
@@ -160,10 +175,10 @@ class _Dispatch:
     def _pre_hook(self, mod: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
         where = self.name + INPUT_SUFFIX
         if args:
-            new = self._run(first_tensor(args[0], where))
+            new = self._run(first_tensor(args[0], where, self.module))
             return None if new is None else ((new, *args[1:]), kwargs)
         if "hidden_states" in kwargs:
-            new = self._run(first_tensor(kwargs["hidden_states"], where))
+            new = self._run(first_tensor(kwargs["hidden_states"], where, self.module))
             return None if new is None else (args, {**kwargs, "hidden_states": new})
         raise TypeError(
             f"module {self.name!r} was called without positional input or hidden_states=, so "
@@ -171,7 +186,7 @@ class _Dispatch:
         )
 
     def _post_hook(self, mod: nn.Module, args: tuple, output: Any) -> Any:
-        new = self._run(first_tensor(output, self.name))
+        new = self._run(first_tensor(output, self.name, self.module))
         return None if new is None else replace_first(output, new)
 
 
