@@ -15,6 +15,8 @@ lab: setup
 lint:
 	$(PYTHON) -m ruff check trait_lab widgets tests bench
 	$(PYTHON) -m ruff format --check trait_lab widgets tests bench
+	$(PYTHON) -m mypy trait_lab
 
 test: setup lint
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest --nbmake --nbmake-timeout=600 notebooks

@@ -45,8 +45,22 @@ _EXPORTS: dict[str, str] = {
     "load_activations": "trait_lab.activation_io",
     "ActivationWriter": "trait_lab.activation_io",
     "ActivationReader": "trait_lab.activation_io",
-    # models
+    # models, positions, capture
     "load_model": "trait_lab.models",
+    "capture_at_position": "trait_lab.capture",
+    "Position": "trait_lab.positions",
+    "format_prompt": "trait_lab.prompts",
+    # vector files
+    "save_vector": "trait_lab.vectors",
+    "load_vector": "trait_lab.vectors",
+    # backends and experiments
+    "LocalBackend": "trait_lab.backends",
+    "VLLMBackend": "trait_lab.backends",
+    "get_backend": "trait_lab.backends",
+    "GenerationConfig": "trait_lab.backends",
+    "SteeringSpec": "trait_lab.backends",
+    "CaptureSpec": "trait_lab.backends",
+    "get_model_variant": "trait_lab.experiments",
     # types
     "VectorSpec": "trait_lab.types",
     "ProjectionConfig": "trait_lab.types",

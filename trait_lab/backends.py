@@ -30,6 +30,7 @@ from trait_lab.generation_types import (
 )
 from trait_lab.models import load_model
 from trait_lab.prompts import PromptLike, format_prompt, uses_chat_template
+from trait_lab.vllm_backend import VLLMBackend
 
 
 @dataclass
@@ -296,7 +297,8 @@ class LocalBackend:
         Stop early by breaking out of the loop or setting ``cancel``.
         """
         config = config or GenerationConfig()
-        prompts = [prompt] if isinstance(prompt, str) or _is_conversation(prompt) else list(prompt)
+        single = isinstance(prompt, str) or _is_conversation(prompt)
+        prompts: list[PromptLike] = [prompt] if single else list(prompt)  # type: ignore[list-item, arg-type]
         batch = self._encode(prompts, system)
         generated: list[list[int]] = [[] for _ in prompts]
         shown = [""] * len(prompts)
@@ -360,37 +362,6 @@ def _apply_lora(model: Any, adapter: str) -> Any:
             "pip install peft"
         ) from exc
     return PeftModel.from_pretrained(model, adapter).eval()
-
-
-class VLLMBackend:
-    """Bulk generation through vLLM (no hooks: no steering, no capture).
-
-    vLLM is an optional extra (``pip install 'trait_lab[vllm]'``, Linux + CUDA); it is imported
-    only when this class is instantiated.
-    """
-
-    def __init__(self, model: str, *, seed: int = 0, **engine_kwargs: Any) -> None:
-        try:
-            import vllm
-        except ImportError as exc:
-            raise ImportError(
-                "VLLMBackend needs vLLM, which is not installed. Install it with "
-                "`pip install 'trait_lab[vllm]'` on a Linux machine with a CUDA GPU, or use "
-                "LocalBackend (works everywhere, supports steering and capture)."
-            ) from exc
-        self._vllm = vllm
-        self.engine = vllm.LLM(model=model, seed=seed, **engine_kwargs)
-
-    def generate(
-        self, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0
-    ) -> list[str]:
-        """Responses to already formatted prompts."""
-        params = self._vllm.SamplingParams(max_tokens=max_new_tokens, temperature=temperature)
-        return [out.outputs[0].text for out in self.engine.generate(list(prompts), params)]
-
-    def shutdown(self) -> None:
-        """Free the engine (and its GPU memory)."""
-        del self.engine
 
 
 def get_backend(

@@ -151,7 +151,7 @@ class StepHooks(HookContext):
         def record(h: torch.Tensor) -> None:
             t = h.detach()
             t = t.to(device="cpu", dtype=dtype or t.dtype, copy=True)
-            self._pending[("a", *key)] = t
+            self._pending[("a", key[0], key[1])] = t
 
         return record
 

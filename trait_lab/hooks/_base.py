@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -200,7 +200,7 @@ class TensorHookHandle:
 
     def __init__(self, dispatch: _Dispatch, fn: TensorFn, edits: bool) -> None:
         self._dispatch = dispatch
-        self._fn = fn
+        self._fn: TensorFn | None = fn
         self._list = dispatch.editors if edits else dispatch.observers
 
     def remove(self) -> None:
@@ -314,6 +314,9 @@ def _cache_length(cache: Any) -> int:
     return 0
 
 
+_H = TypeVar("_H", bound="HookContext")
+
+
 class HookContext:
     """Base of every hook: registers in ``__enter__``, removes everything in ``__exit__``.
 
@@ -338,7 +341,7 @@ class HookContext:
         """Whether the hooks are currently registered."""
         return bool(self._handles)
 
-    def register(self) -> HookContext:
+    def register(self: _H) -> _H:
         """Register the hooks (what ``with`` does); prefer the context-manager form."""
         if self._handles:
             raise RuntimeError(f"{type(self).__name__} is already registered; exit it first")
@@ -354,7 +357,7 @@ class HookContext:
         while self._handles:
             self._handles.pop().remove()
 
-    def __enter__(self) -> HookContext:
+    def __enter__(self: _H) -> _H:
         return self.register()
 
     def __exit__(self, *exc: object) -> None:

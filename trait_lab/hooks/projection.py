@@ -44,7 +44,7 @@ def _as_matrix(vectors: VectorLike | Iterable[VectorLike], width: int | None) ->
     ):
         rows = [vectors]
     else:
-        rows = list(vectors)  # type: ignore[arg-type]
+        rows = list(vectors)
     if not rows:
         raise ValueError("no vectors to project on")
     return torch.stack(

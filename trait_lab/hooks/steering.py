@@ -133,7 +133,10 @@ class PerPositionSteeringHook(SteeringHook):
     ) -> None:
         super().__init__(model, vector, target, coefficient, component)
         if token_range and isinstance(token_range[0], (tuple, list)):
-            self.ranges = [_check_range(r, f"token_range[{i}]") for i, r in enumerate(token_range)]
+            self.ranges = [
+                _check_range(r, f"token_range[{i}]")  # type: ignore[arg-type]
+                for i, r in enumerate(token_range)
+            ]
             self.per_sample = True
         else:
             self.ranges = [_check_range(token_range, "token_range")]  # type: ignore[arg-type]
