@@ -61,6 +61,9 @@ _EXPORTS: dict[str, str] = {
     "SteeringSpec": "trait_lab.backends",
     "CaptureSpec": "trait_lab.backends",
     "get_model_variant": "trait_lab.experiments",
+    # extraction methods
+    "get_method": "trait_lab.methods",
+    "METHODS": "trait_lab.methods",
     # math and metrics
     "projection": "trait_lab.math",
     "cosine_similarity": "trait_lab.math",
