@@ -95,6 +95,31 @@ class ExtractionSummary:
     def vector_path(self, method: str, layer: int, component: str = "residual") -> Path:
         return vector_path(self.out_dir, component, method, layer)
 
+    def best_by_method(self, component: str = "residual") -> pd.DataFrame:
+        """One row per method: its best layer by validation effect size, with its metrics."""
+        rows = self.metrics[self.metrics["component"] == component]
+        best = rows.loc[rows.groupby("method")["val_effect_size"].idxmax()]
+        columns = ["method", "layer", "val_accuracy", "val_effect_size", "val_polarity_correct"]
+        return best[columns].sort_values("val_effect_size", ascending=False).reset_index(drop=True)
+
+    def validation_scores(
+        self, method: str, layer: int, component: str = "residual"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine scores of the validation pairs' positive and negative examples on a vector."""
+        from safetensors.torch import load_file
+
+        from trait_lab.vectors import load_vector
+
+        inputs = json.loads((self.out_dir / INPUTS).read_text())
+        layers = inputs["settings"]["layers"] or list(range(inputs["model"]["n_layers"]))
+        acts = load_file(str(self.out_dir / "activations" / f"{component}.safetensors"))
+        val = torch.tensor([inputs["pair_ids"].index(pid) for pid in inputs["split"]["val"]])
+        vector = load_vector(self.vector_path(method, layer, component))
+        assert isinstance(vector, torch.Tensor)
+        li = list(layers).index(layer)
+        pos, neg = acts["pos"][val, li].float(), acts["neg"][val, li].float()
+        return batch_cosine_similarity(pos, vector), batch_cosine_similarity(neg, vector)
+
 
 def vector_path(out_dir: Path, component: str, method: str, layer: int) -> Path:
     """Where one vector lives inside an extraction folder."""
@@ -230,6 +255,7 @@ def extract_trait(
             "settings": asdict(settings),
             "position": position,
             "model": _model_id(model),
+            "pair_ids": [p.id for p in dataset.pairs],
             "split": {"train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs]},
         },
     )

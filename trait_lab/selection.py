@@ -47,10 +47,14 @@ def select_vectors(
     n: int = 3,
     component: str = "residual",
     methods: list[str] | None = None,
+    layers: list[int] | range | None = None,
     min_accuracy: float = 0.7,
     root: str | None = None,
 ) -> list[VectorResult]:
     """The ``n`` best vectors, best first (see the module docstring for the rule).
+
+    ``layers`` restricts the candidates, e.g. to the middle layers where steering works best
+    (the layer that separates best is often a late one that steers poorly).
 
     Raises:
         ValueError: no row passes the gates (the best rejected rows are described).
@@ -62,6 +66,8 @@ def select_vectors(
     rows = table[(table["component"] == component) & ~table["method"].isin(EXCLUDED_METHODS)]
     if methods is not None:
         rows = rows[rows["method"].isin(methods)]
+    if layers is not None:
+        rows = rows[rows["layer"].isin(list(layers))]
     passing = rows[
         rows["val_polarity_correct"].astype(bool) & (rows["val_accuracy"] >= min_accuracy)
     ]

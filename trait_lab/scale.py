@@ -1,0 +1,73 @@
+"""How large the residual stream is at each layer, for choosing steering coefficients.
+
+A steering coefficient is in residual-stream units, and those grow with depth (on the default
+model from ~40 at layer 0 to ~600 at layer 27). Worse, a few *massive* dimensions make the
+first token's norm 100x the rest (~22,000 from layer 12 on), so a plain mean norm is useless.
+``typical_norms`` takes the median per-token norm over ordinary tokens — padding and each
+sequence's first token excluded — which is the scale a steering vector competes with.
+Expressing a coefficient as a fraction of it (``0.3`` is a firm push on SmolLM2) makes one
+setting carry over between layers and models.
+
+Example:
+    >>> from trait_lab.testing import tiny_model, tiny_batch
+    >>> norms = typical_norms(tiny_model(), tiny_batch(2, 6))
+    >>> sorted(norms)
+    [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from trait_lab.hooks import MultiLayerCapture
+
+
+def typical_norms(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    layers: int | Iterable[int] | None = None,
+    component: str = "residual",
+) -> dict[int, float]:
+    """Median per-token L2 norm at each layer over real tokens, first tokens excluded.
+
+    Args:
+        model: the model.
+        batch: tokenizer output with ``input_ids`` and (for padded batches) ``attention_mask``.
+        layers: which layers (``None`` means all).
+        component: which component to measure.
+    """
+    ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(ids)
+    keep = mask.bool().clone()
+    first = keep.float().argmax(dim=1)  # each row's first real token (left or right padding)
+    keep[torch.arange(keep.shape[0]), first] = False
+    if not bool(keep.any()):
+        raise ValueError(
+            "every sequence has a single token, and first tokens are excluded (massive "
+            "activations live there); pass longer texts"
+        )
+    device = next(model.parameters()).device
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    with MultiLayerCapture(model, layers, component) as cap, torch.no_grad():
+        model(**inputs)
+    return {
+        layer: float(h.float().norm(dim=-1)[keep.to(h.device)].median())
+        for layer, h in cap.get_all().items()
+    }
+
+
+def coefficient_for(norms: Mapping[int, float], layer: int, fraction: float) -> float:
+    """``fraction`` of the typical norm at ``layer`` (a signed steering coefficient).
+
+    Example:
+        >>> coefficient_for({12: 150.0}, 12, -0.3)
+        -45.0
+    """
+    if layer not in norms:
+        raise KeyError(f"no norm measured at layer {layer}; measured: {sorted(norms)}")
+    return float(fraction) * norms[layer]
