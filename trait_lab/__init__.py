@@ -61,6 +61,15 @@ _EXPORTS: dict[str, str] = {
     "SteeringSpec": "trait_lab.backends",
     "CaptureSpec": "trait_lab.backends",
     "get_model_variant": "trait_lab.experiments",
+    # traits, extraction, selection
+    "list_traits": "trait_lab.traits",
+    "load_trait": "trait_lab.traits",
+    "validate_trait": "trait_lab.traits",
+    "run_extraction": "trait_lab.extraction",
+    "extract_trait": "trait_lab.extraction",
+    "select_vector": "trait_lab.selection",
+    "select_vectors": "trait_lab.selection",
+    "typical_norms": "trait_lab.scale",
     # extraction methods
     "get_method": "trait_lab.methods",
     "METHODS": "trait_lab.methods",
