@@ -17,7 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,18 +28,27 @@ from trait_lab.hooks import MultiLayerCapture
 
 def typical_norms(
     model: nn.Module,
-    batch: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor] | Sequence[str],
     layers: int | Iterable[int] | None = None,
     component: str = "residual",
+    *,
+    tokenizer: Any = None,
 ) -> dict[int, float]:
     """Median per-token L2 norm at each layer over real tokens, first tokens excluded.
 
     Args:
         model: the model.
-        batch: tokenizer output with ``input_ids`` and (for padded batches) ``attention_mask``.
+        batch: tokenizer output with ``input_ids`` (and ``attention_mask`` when padded), or
+            a list of texts together with ``tokenizer``.
         layers: which layers (``None`` means all).
         component: which component to measure.
+        tokenizer: needed when ``batch`` is a list of texts.
     """
+    if isinstance(batch, Sequence) and not isinstance(batch, Mapping):
+        if tokenizer is None:
+            raise TypeError("pass tokenizer= to measure norms on a list of texts")
+        batch = tokenizer(list(batch), return_tensors="pt", padding=True)
+    assert isinstance(batch, Mapping)
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
     if mask is None:
