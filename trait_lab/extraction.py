@@ -23,14 +23,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,16 @@ import torch
 
 from trait_lab.atomic import atomic_write_json, atomic_write_text
 from trait_lab.capture import capture_at_position
+from trait_lab.extraction_outputs import INPUTS, ExtractionSummary, extraction_dir, vector_path
 from trait_lab.math import batch_cosine_similarity
 from trait_lab.methods import METHODS, get_method
 from trait_lab.metrics import accuracy, effect_size, polarity_correct
+from trait_lab.trait_format import Pole
 from trait_lab.traits import TraitDataset, load_trait
 from trait_lab.vectors import save_vector
 
 logger = logging.getLogger("trait_lab.extraction")
 
-INPUTS = "inputs.json"
 METRICS_LOG = "metrics.jsonl"
 _FP16_MAX = 60000.0
 
@@ -63,6 +63,8 @@ class ExtractionSettings:
     val_fraction: float = 0.2
     seed: int = 0
     batch_size: int = 8
+    generate_responses: bool = False
+    max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -70,67 +72,6 @@ class ExtractionSettings:
             raise ValueError(f"unknown methods {unknown or '[]'}; choose from {', '.join(METHODS)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-
-
-@dataclass
-class ExtractionSummary:
-    """Where the outputs are and the metrics table."""
-
-    out_dir: Path
-    metrics: pd.DataFrame
-    computed: int = 0
-    skipped: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def best(self, method: str | None = None, component: str = "residual") -> pd.Series:
-        """The row with the largest validation effect size among polarity-correct rows."""
-        rows = self.metrics[self.metrics["component"] == component]
-        if method is not None:
-            rows = rows[rows["method"] == method]
-        rows = rows[rows["val_polarity_correct"]]
-        if rows.empty:
-            raise ValueError(f"no polarity-correct rows for method={method!r}, {component!r}")
-        return rows.loc[rows["val_effect_size"].idxmax()]
-
-    def vector_path(self, method: str, layer: int, component: str = "residual") -> Path:
-        return vector_path(self.out_dir, component, method, layer)
-
-    def best_by_method(self, component: str = "residual") -> pd.DataFrame:
-        """One row per method: its best layer by validation effect size, with its metrics."""
-        rows = self.metrics[self.metrics["component"] == component]
-        best = rows.loc[rows.groupby("method")["val_effect_size"].idxmax()]
-        columns = ["method", "layer", "val_accuracy", "val_effect_size", "val_polarity_correct"]
-        return best[columns].sort_values("val_effect_size", ascending=False).reset_index(drop=True)
-
-    def validation_scores(
-        self, method: str, layer: int, component: str = "residual"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine scores of the validation pairs' positive and negative examples on a vector."""
-        from safetensors.torch import load_file
-
-        from trait_lab.vectors import load_vector
-
-        inputs = json.loads((self.out_dir / INPUTS).read_text())
-        layers = inputs["settings"]["layers"] or list(range(inputs["model"]["n_layers"]))
-        acts = load_file(str(self.out_dir / "activations" / f"{component}.safetensors"))
-        val = torch.tensor([inputs["pair_ids"].index(pid) for pid in inputs["split"]["val"]])
-        vector = load_vector(self.vector_path(method, layer, component))
-        assert isinstance(vector, torch.Tensor)
-        li = list(layers).index(layer)
-        pos, neg = acts["pos"][val, li].float(), acts["neg"][val, li].float()
-        return batch_cosine_similarity(pos, vector), batch_cosine_similarity(neg, vector)
-
-
-def vector_path(out_dir: Path, component: str, method: str, layer: int) -> Path:
-    """Where one vector lives inside an extraction folder."""
-    return out_dir / "vectors" / component / method / f"layer_{layer}.safetensors"
-
-
-def extraction_dir(experiment: str, trait: str, variant: str, root: str | None = None) -> Path:
-    """``<experiments>/<experiment>/extraction/<trait>/<variant>``."""
-    from trait_lab.experiments import experiments_root
-
-    return experiments_root(root) / experiment / "extraction" / trait / variant
 
 
 def _hash_inputs(trait: TraitDataset, settings: ExtractionSettings, model_id: dict) -> str:
@@ -190,7 +131,7 @@ def _storage(t: torch.Tensor) -> torch.Tensor:
 
 
 def _activations(
-    out_dir: Path, component: str, capture: Callable[[str, str], torch.Tensor]
+    out_dir: Path, component: str, capture: Callable[[Pole, str], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from safetensors.torch import load_file, save_file
 
@@ -204,6 +145,34 @@ def _activations(
     neg = _storage(capture("negative", component))
     atomic_write(path, lambda tmp: save_file({"pos": pos, "neg": neg}, str(tmp)))
     return pos, neg
+
+
+def _generated(
+    out: Path, model: Any, tokenizer: Any, dataset: TraitDataset, settings: ExtractionSettings
+) -> dict[Pole, list[str]] | None:
+    """Responses generated under each pole's system prompt, cached in ``responses.json``."""
+    if not settings.generate_responses:
+        return None
+    path = out / "responses.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from trait_lab.backends import GenerationConfig, LocalBackend
+
+    backend = LocalBackend.from_model(model, tokenizer)
+    config = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
+    )
+    poles: tuple[Pole, Pole] = ("positive", "negative")
+    responses = {pole: backend.generate(dataset.prompts(pole), config) for pole in poles}
+    for pole, texts in responses.items():
+        empty = [dataset.pairs[i].id for i, text in enumerate(texts) if not text.strip()]
+        if empty:
+            raise ValueError(
+                f"the model gave empty {pole} responses for pairs {empty[:5]}; raise "
+                "max_new_tokens, or extract at the prompt (generate_responses=False)"
+            )
+    atomic_write_json(path, responses)
+    return responses
 
 
 def _score(vector: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, Any]:
@@ -237,16 +206,36 @@ def extract_trait(
         if previous != digest and not overwrite:
             raise ValueError(
                 f"{out} holds outputs made from different inputs (trait data, settings or "
-                "model changed). Pass overwrite=True to replace them, or choose another "
-                "experiment/variant folder."
+                "model changed). Pass overwrite=True (--overwrite on the command line) to "
+                "replace them, or choose another experiment/variant folder."
             )
         if previous != digest:
             _clear(out)
     out.mkdir(parents=True, exist_ok=True)
     n_layers = int(model.config.num_hidden_layers)
     layers = list(range(n_layers)) if settings.layers is None else list(settings.layers)
-    position = settings.position or dataset.recommended_position
+    if settings.generate_responses and dataset.kind != "system_prompt":
+        raise ValueError(
+            f"generate_responses=True needs a system_prompt trait; {dataset.name!r} is a "
+            f"{dataset.kind!r} trait whose pairs already carry their responses"
+        )
+    default_position = "response[:]" if settings.generate_responses else None
+    position = settings.position or default_position or dataset.recommended_position
     train_pairs, val_pairs = dataset.split(settings.val_fraction, settings.seed)
+    if len(val_pairs) < 2:
+        raise ValueError(
+            f"trait {dataset.name!r} has {len(dataset.pairs)} pairs, so val_fraction="
+            f"{settings.val_fraction} holds out {len(val_pairs)}; effect sizes need at least 2 "
+            "validation pairs. Add pairs (20 or more is a good start) or raise val_fraction."
+        )
+    for name in settings.methods:
+        needed = get_method(name).min_per_class
+        if len(train_pairs) < needed:
+            raise ValueError(
+                f"method {name!r} needs at least {needed} training pairs, but trait "
+                f"{dataset.name!r} leaves {len(train_pairs)} for training; add pairs or drop "
+                "the method"
+            )
     atomic_write_json(
         inputs_path,
         {
@@ -263,15 +252,18 @@ def extract_trait(
     train = torch.tensor([index[p.id] for p in train_pairs])
     val = torch.tensor([index[p.id] for p in val_pairs])
 
-    def capture(pole: str, component: str) -> torch.Tensor:
+    generated = _generated(out, model, tokenizer, dataset, settings)
+
+    def capture(pole: Pole, component: str) -> torch.Tensor:
+        responses = generated[pole] if generated else dataset.responses(pole)
         acts = capture_at_position(
             model,
             tokenizer,
-            dataset.prompts(pole),  # type: ignore[arg-type]
+            dataset.prompts(pole),
             layers,
             position,
             pool="mean",
-            responses=dataset.responses(pole),  # type: ignore[arg-type]
+            responses=responses,
             component=component,
             batch_size=settings.batch_size,
         )
@@ -426,38 +418,7 @@ def run_extraction(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m trait_lab.extraction --experiment default --trait optimism``."""
-    parser = argparse.ArgumentParser(prog="python -m trait_lab.extraction", description=__doc__)
-    parser.add_argument("--experiment", default="default")
-    parser.add_argument("--trait", required=True, help="a starter trait name or a trait folder")
-    parser.add_argument("--variant", default=None)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--components", nargs="+", default=["residual"])
-    parser.add_argument("--layers", nargs="+", type=int, default=None)
-    parser.add_argument("--position", default=None)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    summary = run_extraction(
-        args.experiment,
-        args.trait,
-        args.variant,
-        methods=args.methods,
-        components=args.components,
-        layers=args.layers,
-        position=args.position,
-        overwrite=args.overwrite,
-        progress=True,
-    )
-    print(f"outputs in {summary.out_dir} ({summary.computed} computed, {summary.skipped} reused)")
-    for method in args.methods:
-        best = summary.best(method)
-        print(
-            f"{method:16s} best layer {int(best['layer']):2d}: val accuracy "
-            f"{best['val_accuracy']:.2f}, effect size {best['val_effect_size']:.2f}"
-        )
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from trait_lab.cli import main
+
+    sys.exit(main(["extract", *sys.argv[1:]]))

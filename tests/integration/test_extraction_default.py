@@ -108,3 +108,66 @@ def test_selection_gates_and_order(refusal_run) -> None:
     assert sizes == sorted(sizes, reverse=True)
     with pytest.raises(ValueError, match="passes the gates"):
         select_vector("default", "refusal", root=str(root), methods=["mean_diff"], min_accuracy=1.1)
+
+
+def _own_trait(folder: Path, n: int = 8) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "trait.json").write_text(
+        json.dumps(
+            {
+                "definition": {"positive": "cheerful", "negative": "gloomy"},
+                "kind": "system_prompt",
+            }
+        )
+    )
+    topics = ["rain", "Mondays", "the future", "my job", "winter", "exams", "traffic", "cooking"]
+    pairs = [
+        {
+            "id": f"own-{i}",
+            "question": f"What do you think about {topics[i]}?",
+            "positive": "You are a cheerful optimist.",
+            "negative": "You are a gloomy pessimist.",
+        }
+        for i in range(n)
+    ]
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (folder / "steering.txt").write_text("How will tomorrow be?\n")
+    return folder
+
+
+def test_generated_responses_from_your_own_trait_folder(default_model, tmp_path: Path) -> None:
+    trait = _own_trait(tmp_path / "mytrait")
+    settings = ExtractionSettings(
+        methods=("mean_diff",), layers=(10,), generate_responses=True, max_new_tokens=6
+    )
+    with pytest.warns(UserWarning, match="fewer than"):
+        summary = extract_trait(*default_model, str(trait), tmp_path / "out", settings)
+    responses = json.loads((tmp_path / "out" / "responses.json").read_text())
+    assert len(responses["positive"]) == 8 and all(r.strip() for r in responses["negative"])
+    assert json.loads((tmp_path / "out" / "inputs.json").read_text())["position"] == "response[:]"
+    assert summary.computed == 1
+    with pytest.warns(UserWarning):
+        again = extract_trait(*default_model, str(trait), tmp_path / "out", settings)
+    assert again.computed == 0
+
+
+def test_generate_responses_needs_a_system_prompt_trait(default_model, tmp_path: Path) -> None:
+    settings = ExtractionSettings(methods=("mean_diff",), layers=(10,), generate_responses=True)
+    with pytest.raises(ValueError, match="needs a system_prompt trait"):
+        extract_trait(*default_model, "refusal", tmp_path, settings)
+
+
+def test_cli_reports_errors_without_a_traceback(capsys, tmp_path: Path, monkeypatch) -> None:
+    from trait_lab.cli import main
+
+    monkeypatch.setenv("TRAIT_LAB_EXPERIMENTS", str(tmp_path))
+    assert main(["extract", "--trait", "refusal"]) == 2
+    assert "no experiment config" in capsys.readouterr().err
+
+
+def test_too_few_pairs_is_explained_before_any_work(default_model, tmp_path: Path) -> None:
+    trait = _own_trait(tmp_path / "tiny", n=4)
+    settings = ExtractionSettings(methods=("mean_diff",), layers=(10,))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="at least 2 validation pairs"):
+        extract_trait(*default_model, str(trait), tmp_path / "out", settings)
+    assert not (tmp_path / "out" / "activations").exists()
