@@ -45,11 +45,21 @@ class ExtractionSummary:
         return vector_path(self.out_dir, component, method, layer)
 
     def best_by_method(self, component: str = "residual") -> pd.DataFrame:
-        """One row per method: its best layer by validation effect size, with its metrics."""
+        """One row per method: its best layer by validation effect size, with its metrics.
+
+        When the random baseline ran, ``random_baseline_accuracy`` gives its held-out accuracy
+        at the same layer (the random baseline's own row shows the best of its per-layer
+        random directions, which is above chance by selection alone).
+        """
         rows = self.metrics[self.metrics["component"] == component]
         best = rows.loc[rows.groupby("method")["val_effect_size"].idxmax()]
         columns = ["method", "layer", "val_accuracy", "val_effect_size", "val_polarity_correct"]
-        return best[columns].sort_values("val_effect_size", ascending=False).reset_index(drop=True)
+        table = best[columns].sort_values("val_effect_size", ascending=False)
+        random = rows[rows["method"] == "random_baseline"].set_index("layer")["val_accuracy"]
+        if not random.empty:
+            # a random direction at the same layer: the chance level to compare against
+            table["random_baseline_accuracy"] = table["layer"].map(random)
+        return table.reset_index(drop=True)
 
     def validation_scores(
         self, method: str, layer: int, component: str = "residual"
