@@ -23,14 +23,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-COMPONENTS: tuple[str, ...] = (
-    "residual",
-    "block_input",
-    "attn_contribution",
-    "mlp_contribution",
-    "k_proj",
-    "v_proj",
-)
+# The component names live in the torch-free types module; re-exported here.
+from trait_lab.types import COMPONENTS
 
 INPUT_SUFFIX = ":input"
 
