@@ -19,4 +19,5 @@ lint:
 
 test: setup lint
 	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest --doctest-modules trait_lab widgets
 	$(PYTHON) -m pytest --nbmake --nbmake-timeout=600 notebooks
