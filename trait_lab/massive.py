@@ -324,10 +324,10 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate ``calibration.json``; raises :class:`CalibrationError` naming the file.
 
     Example:
-        >>> load_calibration("/nonexistent/calibration.json")
+        >>> load_calibration("/nonexistent/calibration.json")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        FileNotFoundError: no calibration file at /nonexistent/calibration.json; run ensure_calibration(...)
+        FileNotFoundError: no calibration file at /nonexistent/calibration.json; run ...
     """
     path = Path(path)
     if not path.exists():
