@@ -94,3 +94,65 @@ def projection_histogram(
         margin={"l": 60, "r": 20, "t": 60, "b": 50},
     )
     return fig
+
+
+def token_heatmap(
+    tokens: Sequence[str],
+    values: np.ndarray,
+    layers: Sequence[int],
+    boundary: int | None = None,
+    norms: np.ndarray | None = None,
+    title: str = "trait projection per token",
+    colorbar_title: str = "projection",
+) -> go.Figure:
+    """Layers × tokens heatmap of per-token values, the prompt/response boundary marked.
+
+    ``values`` is ``[len(layers), len(tokens)]``; ``norms`` (same shape) shows in the hover.
+
+    Example:
+        >>> fig = token_heatmap(["a", "b", "c"], np.zeros((2, 3)), [4, 8], boundary=2)
+        >>> fig.data[0].z.shape
+        (2, 3)
+    """
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(layers), len(tokens)):
+        raise ValueError(
+            f"values has shape {values.shape}; expected (layers, tokens) = "
+            f"({len(layers)}, {len(tokens)})"
+        )
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]  # unique x labels, in order
+    custom = np.asarray(norms, dtype=float) if norms is not None else np.full(values.shape, np.nan)
+    limit = float(np.nanmax(np.abs(values))) if values.size else 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=labels,
+            y=[f"L{layer}" for layer in layers],
+            customdata=custom,
+            colorscale="RdBu",
+            zmid=0.0,
+            zmin=-limit,
+            zmax=limit,
+            colorbar={"title": {"text": colorbar_title}},
+            hovertemplate="token %{x}<br>layer %{y}<br>value %{z:.3f}<br>norm %{customdata:.1f}"
+            "<extra></extra>",
+        )
+    )
+    if boundary is not None and 0 < boundary < len(tokens):
+        fig.add_vline(x=boundary - 0.5, line_width=2, line_dash="dash", line_color="black")
+        fig.add_annotation(
+            x=boundary - 0.5,
+            y=1.02,
+            yref="paper",
+            text="response →",
+            showarrow=False,
+            xanchor="left",
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="token",
+        yaxis_title="layer",
+        height=160 + 28 * len(layers),
+        margin={"l": 60, "r": 20, "t": 60, "b": 80},
+    )
+    return fig
