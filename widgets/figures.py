@@ -104,10 +104,12 @@ def token_heatmap(
     norms: np.ndarray | None = None,
     title: str = "trait projection per token",
     colorbar_title: str = "projection",
+    row_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Layers × tokens heatmap of per-token values, the prompt/response boundary marked.
 
     ``values`` is ``[len(layers), len(tokens)]``; ``norms`` (same shape) shows in the hover.
+    ``row_labels`` replaces the ``L<layer>`` labels (e.g. trait names for a traits × tokens view).
 
     Example:
         >>> fig = token_heatmap(["a", "b", "c"], np.zeros((2, 3)), [4, 8], boundary=2)
@@ -127,14 +129,14 @@ def token_heatmap(
         go.Heatmap(
             z=values,
             x=labels,
-            y=[f"L{layer}" for layer in layers],
+            y=list(row_labels) if row_labels is not None else [f"L{layer}" for layer in layers],
             customdata=custom,
             colorscale="RdBu",
             zmid=0.0,
             zmin=-limit,
             zmax=limit,
             colorbar={"title": {"text": colorbar_title}},
-            hovertemplate="token %{x}<br>layer %{y}<br>value %{z:.3f}<br>norm %{customdata:.1f}"
+            hovertemplate="token %{x}<br>row %{y}<br>value %{z:.3f}<br>norm %{customdata:.1f}"
             "<extra></extra>",
         )
     )
