@@ -174,3 +174,37 @@ def passive_collector(
     if _usable(path, model, "recollecting") is not None:
         return nullcontext()
     return MassiveDimCollector(model, path, max_tokens=max_tokens)
+
+
+def research_calibration(
+    model: nn.Module,
+    tokenizer: Any,
+    experiment: str,
+    variant: str,
+    prompt_set: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+) -> tuple[dict[str, Any], Path]:
+    """Research mode: calibrate on a named prompt set with per-token output.
+
+    Writes ``calibration.json`` and ``per_token.json`` under
+    ``.../massive_activations/research/<set>/`` (the variant's own calibration is untouched)
+    and returns the record and that folder.
+
+    Example:
+        >>> research_calibration(model, tok, "default", "instruct", "borderline")  # doctest: +SKIP
+    """
+    from trait_lab.prompt_sets import load_prompt_set
+
+    prompts = load_prompt_set(prompt_set)
+    name = Path(str(prompt_set)).stem
+    folder = calibration_path(experiment, variant, root).parent / "research" / name
+    record, _ = calibrate(
+        model,
+        tokenizer,
+        prompts,
+        folder / "calibration.json",
+        per_token=True,
+        batch_size=batch_size,
+    )
+    return record, folder

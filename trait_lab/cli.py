@@ -1,4 +1,4 @@
-"""Command line: ``python -m trait_lab extract --trait optimism`` (more subcommands to come).
+"""Command line: ``python -m trait_lab extract --trait optimism``, ``… calibrate [--prompt-set S]``.
 
 Example:
     >>> main(["extract", "--help"])  # doctest: +SKIP
@@ -36,6 +36,33 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from trait_lab.calibration import ensure_calibration, research_calibration
+    from trait_lab.experiments import load_experiment_config
+    from trait_lab.models import load_model
+
+    variant = load_experiment_config(args.experiment).variant(args.variant)
+    model, tokenizer = load_model(variant.model)
+    if args.prompt_set is None:
+        record = ensure_calibration(model, tokenizer, args.experiment, variant.name)
+        where = "the variant's calibration"
+    else:
+        record, folder = research_calibration(
+            model, tokenizer, args.experiment, variant.name, args.prompt_set
+        )
+        where = str(folder)
+    print(f"{where}: {record['tokens_seen']} tokens, candidate dims {record['candidates']}")
+    for row in record["layers"]:
+        dims = ", ".join(
+            f"{d} ({m:.0f}, {r:.0f}x)"
+            for d, m, r in zip(
+                row["top_dims"][:3], row["top_max_abs"][:3], row["top_ratio"][:3], strict=True
+            )
+        )
+        print(f"  layer {row['layer']:2d}: {dims}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the subcommand."""
     parser = argparse.ArgumentParser(prog="python -m trait_lab")
@@ -51,6 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     extract.add_argument("--generate-responses", action="store_true")
     extract.add_argument("--overwrite", action="store_true")
     extract.set_defaults(run=_extract)
+    calibrate = sub.add_parser(
+        "calibrate", help="find massive dims: the variant's calibration, or a named prompt set"
+    )
+    calibrate.add_argument("--experiment", default="default")
+    calibrate.add_argument("--variant", default=None)
+    calibrate.add_argument(
+        "--prompt-set", default=None, help="research mode: a built-in set name or a .txt file"
+    )
+    calibrate.set_defaults(run=_calibrate)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.run(args))

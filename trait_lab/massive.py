@@ -69,13 +69,13 @@ _KEYS = ("schema", "schema_version", "model", "hidden_size", "n_layers", "tokens
 
 NEUTRAL_PROMPTS: tuple[str, ...] = tuple(
     line.strip()
-    for line in (resources.files("trait_lab") / "data" / "massive" / "neutral_prompts.txt")
+    for line in (resources.files("trait_lab") / "data" / "prompt_sets" / "neutral.txt")
     .read_text(encoding="utf-8")
     .splitlines()
     if line.strip()
 )
 """Fifty everyday, Alpaca-style instructions written for calibration (not from any dataset),
-read from ``trait_lab/data/massive/neutral_prompts.txt``."""
+read from ``trait_lab/data/prompt_sets/neutral.txt`` (the prompt set ``"neutral"``)."""
 
 
 class CalibrationError(ValueError):
