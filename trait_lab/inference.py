@@ -32,6 +32,7 @@ from trait_lab.experiments import experiments_root
 from trait_lab.generation import HookedGenerator
 from trait_lab.generation_types import CaptureConfig, SamplingConfig
 from trait_lab.hooks.capture import MultiLayerCapture
+from trait_lab.massive import NEUTRAL_PROMPTS, MassiveDimCollector
 from trait_lab.projection_records import (
     Members,
     ProjectionRecord,
@@ -230,9 +231,9 @@ def run_inference(
 ) -> list[Path]:
     """Write one record per prompt (``<i>.json``); prompts whose record loads are skipped.
 
-    Makes sure the variant has a massive-dim calibration first (built from the neutral prompts
-    when missing; the records need its candidate dims), and runs inside
-    :func:`~trait_lab.calibration.passive_collector`, a no-op once calibrated. Without
+    On a variant's first run the massive-dim calibration is collected passively from the
+    prefill of these prompts (topped up with the neutral set); the records need its candidate
+    dims, so this happens before the first record is written. Later runs reuse the file. Without
     ``model`` the default model is loaded. Returns every record's path, in prompt order.
 
     Example:
@@ -250,14 +251,46 @@ def run_inference(
         from trait_lab.models import load_model
 
         model, tokenizer = load_model()
-    calibration = ensure_calibration(model, tokenizer, experiment, variant, root)
+    calibration = _calibrate_from_run(
+        model, tokenizer, experiment, variant, root, [prompts[i] for i in todo]
+    )
     loader = _extraction_loader(experiment, variant, root)
-    with passive_collector(model, experiment, variant, root):
-        for i in todo:
-            given = None if responses is None else [responses[i]]
-            (record,) = project_prompts(
-                model, tokenizer, [prompts[i]], traits, calibration, responses=given,
-                max_new_tokens=max_new_tokens, layers=layers, vector_loader=loader,
-            )  # fmt: skip
-            record.save(paths[i])
+    for i in todo:
+        given = None if responses is None else [responses[i]]
+        (record,) = project_prompts(
+            model, tokenizer, [prompts[i]], traits, calibration, responses=given,
+            max_new_tokens=max_new_tokens, layers=layers, vector_loader=loader,
+        )  # fmt: skip
+        record.save(paths[i])
     return paths
+
+
+def _calibrate_from_run(
+    model: nn.Module,
+    tokenizer: Any,
+    experiment: str,
+    variant: str,
+    root: str | os.PathLike[str] | None,
+    prompts: Sequence[PromptLike],
+) -> dict[str, Any]:
+    """The variant's calibration; on its first run, collected from this run's own prompts.
+
+    Records carry the massive dims' values, so the calibration must exist before the first
+    record is written. On a variant's first run the passive collector therefore watches the
+    prefill of this run's prompts first, topped up with the neutral prompt set until it has
+    its ~5000 tokens (or the set runs out); it finalizes ``calibration.json`` and removes its
+    own hooks. Later runs find the file and skip all of this.
+    """
+    collector = passive_collector(model, experiment, variant, root)
+    if isinstance(collector, MassiveDimCollector):
+        chat = uses_chat_template(tokenizer)
+        texts = [format_prompt(tokenizer, p) for p in prompts]
+        texts += [format_prompt(tokenizer, p) for p in NEUTRAL_PROMPTS]
+        device = next(model.parameters()).device
+        with collector, torch.no_grad():
+            for text in texts:
+                if collector.done:
+                    break
+                ids = encode_text(tokenizer, text, chat=chat)
+                model(input_ids=torch.tensor([ids], device=device))
+    return ensure_calibration(model, tokenizer, experiment, variant, root)

@@ -74,3 +74,17 @@ def test_cleaning_removes_the_first_token_massive_dims(run) -> None:
             if layer == 20:
                 assert n[0] > 5000 and cn[0] < n[0] / 5
                 assert draw[0] > draw[1:].mean()
+
+
+def test_first_run_calibrated_passively_from_its_own_prompts(run, default_model) -> None:
+    from trait_lab.calibration import ensure_calibration
+    from trait_lab.massive import calibration_path, load_calibration
+
+    root, _, _ = run
+    model, tokenizer = default_model
+    record = load_calibration(calibration_path("smol", "instruct", root))
+    # this run's two prompts, then neutral prompts, until ~5000 tokens or the set ran out
+    assert 200 < record["tokens_seen"] <= 5000
+    assert 507 in record["candidates"]
+    again = ensure_calibration(model, tokenizer, "smol", "instruct", root)
+    assert again["tokens_seen"] == record["tokens_seen"]  # found and reused, not rebuilt
