@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trait_lab.atomic import atomic_write_json
 from trait_lab.calibration import ensure_calibration, passive_collector
 from trait_lab.experiments import experiments_root
 from trait_lab.generation import HookedGenerator
@@ -228,8 +231,13 @@ def run_inference(
     responses: Sequence[str] | None = None,
     max_new_tokens: int = 48,
     layers: Sequence[int] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write one record per prompt (``<i>.json``); prompts whose record loads are skipped.
+
+    The folder remembers what its records were made from (``inputs.json``: prompts, traits'
+    vectors, responses, settings); a rerun with different inputs is refused unless
+    ``overwrite=True``, which deletes the old records first.
 
     On a variant's first run the massive-dim calibration is collected passively from the
     prefill of these prompts (topped up with the neutral set); the records need its candidate
@@ -242,6 +250,9 @@ def run_inference(
         [PosixPath('experiments/demo/inference/instruct/projections/smoke/0.json')]
     """
     folder = records_dir(experiment, variant, prompt_set_name, root)
+    loader = _extraction_loader(experiment, variant, root)
+    _check_inputs(folder, _fingerprint(prompts, traits, loader, responses, max_new_tokens, layers),
+                  overwrite)  # fmt: skip
     paths = [folder / f"{i}.json" for i in range(len(prompts))]
     todo = [i for i, path in enumerate(paths) if not _existing(path)]
     logger.info("%s: %d of %d records to write", folder, len(todo), len(paths))
@@ -254,7 +265,6 @@ def run_inference(
     calibration = _calibrate_from_run(
         model, tokenizer, experiment, variant, root, [prompts[i] for i in todo]
     )
-    loader = _extraction_loader(experiment, variant, root)
     for i in todo:
         given = None if responses is None else [responses[i]]
         (record,) = project_prompts(
@@ -294,3 +304,42 @@ def _calibrate_from_run(
                 ids = encode_text(tokenizer, text, chat=chat)
                 model(input_ids=torch.tensor([ids], device=device))
     return ensure_calibration(model, tokenizer, experiment, variant, root)
+
+
+def _fingerprint(
+    prompts: Sequence[PromptLike],
+    traits: Mapping[str, TraitInput],
+    loader: VectorLoader | None,
+    responses: Sequence[str] | None,
+    max_new_tokens: int,
+    layers: Sequence[int] | None,
+) -> str:
+    digest = hashlib.sha256()
+    settings = [list(map(str, prompts)), responses, max_new_tokens, sorted(layers or ())]
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, members in sorted(resolve_traits(traits, loader).items()):
+        digest.update(name.encode())
+        for layer, entries in sorted(members.items()):
+            digest.update(str(layer).encode())
+            for weight, vector in entries:
+                digest.update(repr(round(weight, 12)).encode())
+                digest.update(
+                    vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+                )
+    return digest.hexdigest()
+
+
+def _check_inputs(folder: Path, fingerprint: str, overwrite: bool) -> None:
+    path = folder / "inputs.json"
+    if path.exists():
+        previous = json.loads(path.read_text()).get("fingerprint")
+        if previous == fingerprint:
+            return
+        if not overwrite:
+            raise ValueError(
+                f"{folder} holds records made from different prompts, traits or settings; "
+                "pass overwrite=True to replace them, or use another prompt-set name"
+            )
+        for old in folder.glob("*.json"):
+            old.unlink()
+    atomic_write_json(path, {"fingerprint": fingerprint})

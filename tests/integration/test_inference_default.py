@@ -88,3 +88,18 @@ def test_first_run_calibrated_passively_from_its_own_prompts(run, default_model)
     assert 507 in record["candidates"]
     again = ensure_calibration(model, tokenizer, "smol", "instruct", root)
     assert again["tokens_seen"] == record["tokens_seen"]  # found and reused, not rebuilt
+
+
+def test_changed_traits_are_refused_unless_overwrite(default_model, tmp_path) -> None:
+    model, tokenizer = default_model
+    hidden = model.config.hidden_size
+    first = {"t": {10: torch.ones(hidden)}}
+    second = {"t": {10: -torch.ones(hidden)}}
+    kwargs = {"root": tmp_path, "model": model, "tokenizer": tokenizer, "max_new_tokens": 3}
+    (path,) = run_inference("smol", "set", PROMPTS[:1], first, **kwargs)
+    before, _ = load_record(path).raw("t", 10)
+    with pytest.raises(ValueError, match="different prompts, traits or settings"):
+        run_inference("smol", "set", PROMPTS[:1], second, **kwargs)
+    (path,) = run_inference("smol", "set", PROMPTS[:1], second, overwrite=True, **kwargs)
+    after, _ = load_record(path).raw("t", 10)
+    np.testing.assert_allclose(after, -before, rtol=1e-6, atol=1e-6)  # the flipped vector
