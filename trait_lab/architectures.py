@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -126,6 +127,30 @@ def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 def n_layers(model: nn.Module) -> int:
     """Number of transformer blocks."""
     return len(find_layers(model)[1])
+
+
+def resolve_layers(model: nn.Module, layers: int | Iterable[int] | None) -> list[int]:
+    """Layer indices as non-negative ints; ``None`` means every layer, negatives count back.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> resolve_layers(tiny_model(), [0, -1])
+        [0, 2]
+    """
+    count = n_layers(model)
+    if layers is None:
+        return list(range(count))
+    chosen = [layers] if isinstance(layers, int) else list(layers)
+    if not chosen:
+        raise ValueError("layers is empty; pass a layer index, a list of them, or None for all")
+    for layer in chosen:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layers must be ints, got {layer!r}")
+        if not -count <= layer < count:
+            raise ValueError(
+                f"layer {layer} is out of range: this model has {count} layers (0..{count - 1})"
+            )
+    return [layer % count for layer in chosen]
 
 
 def hidden_size(model: nn.Module) -> int:

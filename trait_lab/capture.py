@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trait_lab.architectures import n_layers
+from trait_lab.architectures import resolve_layers
 from trait_lab.hooks import MultiLayerCapture
 from trait_lab.positions import Position, Span, TurnSpan
 from trait_lab.prompts import PromptLike, chat_spans, encode_text, format_prompt, uses_chat_template
@@ -89,7 +89,7 @@ def capture_at_position(
     prompts = _check_args(pos, pool, prompts, responses, pre_formatted, system, batch_size)
     if not pre_formatted:
         uses_chat_template(tokenizer, use_chat_template)  # fail early on use_chat_template=True
-    layer_list = _layer_list(model, layers)
+    layer_list = resolve_layers(model, layers)
     need_spans = pos.frame == "system" or pos.turn is not None
     samples = []
     for i, prompt in enumerate(prompts):
@@ -253,23 +253,6 @@ def _check_args(
                 "pre_formatted prompts; pass unformatted prompts with system='...'"
             )
     return prompts
-
-
-def _layer_list(model: nn.Module, layers: int | Iterable[int] | None) -> list[int]:
-    count = n_layers(model)
-    if layers is None:
-        return list(range(count))
-    chosen = [layers] if isinstance(layers, int) else list(layers)
-    if not chosen:
-        raise ValueError("layers is empty; pass a layer index, a list of them, or None for all")
-    for layer in chosen:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layers must be ints, got {layer!r}")
-        if not -count <= layer < count:
-            raise ValueError(
-                f"layer {layer} is out of range: this model has {count} layers (0..{count - 1})"
-            )
-    return [layer % count for layer in chosen]
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from trait_lab.architectures import resolve_layers
 from trait_lab.generation_types import CaptureConfig, ProjectionSpec, SteeringConfig
 from trait_lab.hooks._base import (
     DeviceVector,
@@ -85,17 +86,13 @@ class StepHooks(HookContext):
             self.steer.setdefault(path, []).append(_SteerEntry(config, i, path, model, batch))
         self.captures: dict[tuple[int, str], str] = {}
         if capture is not None:
-            from trait_lab.hooks.capture import _layer_list
-
-            for layer in _layer_list(model, capture.layers):
+            for layer in resolve_layers(model, capture.layers):
                 for comp in capture.components:
                     self.captures[(layer, comp)] = resolve_target(model, layer, comp)
         self.projections: dict[int, tuple[str, DeviceVector, bool]] = {}
         if projection is not None:
-            from trait_lab.hooks.capture import _layer_list
-
             for layer, vectors in projection.vectors.items():
-                (key,) = _layer_list(model, [layer])
+                (key,) = resolve_layers(model, [layer])
                 path = resolve_target(model, key, projection.component)
                 matrix = _as_matrix(vectors, expected_width(model, path))
                 self.projections[key] = (path, DeviceVector(matrix), _is_single(vectors))

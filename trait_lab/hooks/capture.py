@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trait_lab.architectures import COMPONENTS, n_layers
+from trait_lab.architectures import COMPONENTS, n_layers, resolve_layers
 from trait_lab.hooks._base import HookContext, Target, register_tensor_hook, resolve_target
 
 
@@ -104,19 +104,6 @@ class CaptureHook(HookContext):
         self._recorder.calls.clear()
 
 
-def _layer_list(model: nn.Module, layers: int | Iterable[int] | None) -> list[int]:
-    count = n_layers(model)
-    if layers is None:
-        return list(range(count))
-    chosen = [layers] if isinstance(layers, int) else list(layers)
-    for layer in chosen:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layers must be ints, got {layer!r}")
-        if not -count <= layer < count:
-            raise ValueError(f"layer {layer} is out of range: this model has {count} layers")
-    return [layer % count for layer in chosen]
-
-
 class MultiLayerCapture(HookContext):
     """Capture several layers (``layers=None`` means all) and components in one pass.
 
@@ -140,7 +127,7 @@ class MultiLayerCapture(HookContext):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(model)
-        self.layers = _layer_list(model, layers)
+        self.layers = resolve_layers(model, layers)
         self.components = list(components) if components is not None else [component]
         if not self.components:
             raise ValueError(f"components is empty; choose from {', '.join(COMPONENTS)}")
