@@ -15,7 +15,7 @@ from tests.conftest import hook_counts
 from trait_lab.capture import capture_at_position
 from trait_lab.prompts import chat_spans
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 PROMPTS = [
     "Hi",
@@ -33,14 +33,6 @@ RESPONSES = [
     "Sunlight scatters off air molecules; blue light scatters most.",
 ]
 ATOL = RTOL = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run_alone(model, tokenizer, prompt: str, response: str | None) -> tuple[torch.Tensor, int]:

@@ -14,6 +14,8 @@ from trait_lab.capture import capture_at_position
 from trait_lab.prompts import chat_spans, encode_text, format_prompt, to_messages
 from trait_lab.testing import tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WORDS = "the a cat dog sat on mat hello world how are you fine thanks tell me joke why be brief"
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 TEMPLATE = (
@@ -56,14 +58,6 @@ def make_tokenizer(chat: bool = True):
     if chat:
         tok.chat_template = TEMPLATE
     return tok
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

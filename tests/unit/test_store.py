@@ -8,7 +8,6 @@ output) and running each sample alone at batch size 1.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,10 @@ from trait_lab.hooks import AblationHook, SteeringHook
 from trait_lab.store import ActivationStore, extract_representations
 from trait_lab.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ATOL = 1e-5
 FINAL_NORM = {"gpt2": "transformer.ln_f", "gpt_neox": "gpt_neox.final_layer_norm"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on a busy machine they stall for ~1 s per call."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
