@@ -27,6 +27,7 @@ from trait_lab.generation_types import (
     ProjectionSpec,
     SamplingConfig,
     SteeringConfig,
+    SteeringMode,
 )
 from trait_lab.models import load_model
 from trait_lab.prompts import PromptLike, format_prompt, uses_chat_template
@@ -60,13 +61,16 @@ class GenerationConfig:
 
 @dataclass
 class SteeringSpec:
-    """A steering vector for a backend call (see ``SteeringConfig`` for ``positions``)."""
+    """A steering vector for a backend call (see ``SteeringConfig`` for ``positions``,
+    ``mode`` — add, ablate, cap, ceiling — and ``rows``)."""
 
     layer: int | str
     vector: Any
     coefficient: float | Sequence[float] = 1.0
     component: str = "residual"
     positions: Any = "all"
+    mode: SteeringMode = "add"
+    rows: Sequence[int] | None = None
 
     def config(self) -> SteeringConfig:
         return SteeringConfig(
@@ -75,6 +79,8 @@ class SteeringSpec:
             coefficient=self.coefficient,
             component=self.component,
             positions=self.positions,
+            rows=self.rows,
+            mode=self.mode,
         )
 
 

@@ -36,8 +36,14 @@ class _SteerEntry:
         self, config: SteeringConfig, index: int, path: str, model: nn.Module, batch: int
     ) -> None:
         where = f"steering[{index}]"
+        self.mode = config.mode
         self.vector = DeviceVector(
-            as_vector(config.vector, name=f"{where}.vector", width=expected_width(model, path))
+            as_vector(
+                config.vector,
+                name=f"{where}.vector",
+                width=expected_width(model, path),
+                direction=config.mode != "add",
+            )
         )
         if isinstance(config.coefficient, (int, float)):
             coefs = [float(config.coefficient)] * batch
@@ -48,6 +54,7 @@ class _SteerEntry:
                     f"{where}.coefficient has {len(coefs)} values but the batch has {batch} "
                     "rows; give one number, or one per row"
                 )
+        rows = set(range(batch))
         if config.rows is not None:
             rows = set(config.rows)
             bad = [r for r in rows if not 0 <= r < batch]
@@ -55,7 +62,26 @@ class _SteerEntry:
                 raise ValueError(f"{where}.rows {bad} are outside the batch (0..{batch - 1})")
             coefs = [c if i in rows else 0.0 for i, c in enumerate(coefs)]
         self.coefs = DeviceVector(torch.tensor(coefs, dtype=torch.float32))
+        in_rows = [float(i in rows) for i in range(batch)]
+        self.rows = DeviceVector(torch.tensor(in_rows, dtype=torch.float32))
         self.positions = config.positions
+
+    def apply(self, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """Edit fp32 ``x`` [batch, seq, hidden] where the ``[seq]`` mask is on."""
+        v = self.vector.on(x.device)
+        if self.mode == "add":
+            weight = self.coefs.on(x.device)[:, None] * where[None, :]
+            return x + weight.unsqueeze(-1) * v
+        proj = x @ v
+        coefs = self.coefs.on(x.device)[:, None]
+        if self.mode == "ablate":
+            shift = -coefs * proj
+        elif self.mode == "cap":
+            shift = torch.clamp(coefs - proj, min=0)
+        else:  # ceiling
+            shift = -torch.clamp(proj - coefs, min=0)
+        shift = shift * self.rows.on(x.device)[:, None] * where[None, :]
+        return x + shift.unsqueeze(-1) * v
 
 
 class StepHooks(HookContext):
@@ -132,13 +158,15 @@ class StepHooks(HookContext):
                     f"steering at {path!r} expected [{self.batch}, seq, hidden], "
                     f"got {tuple(h.shape)}"
                 )
-            delta = torch.zeros(h.shape[0], h.shape[1], h.shape[2], device=h.device)
             for entry in entries:
-                v = entry.vector.on(h.device)
-                check_width(h, v, path)
-                weight = entry.coefs.on(h.device)[:, None] * self._mask(entry, h)[None, :]
-                delta += weight.unsqueeze(-1) * v
-            return fp32_apply(h, lambda x: x + delta)
+                check_width(h, entry.vector.on(h.device), path)
+
+            def steer(x: torch.Tensor) -> torch.Tensor:
+                for entry in entries:  # in order: ablate-then-add differs from add-then-ablate
+                    x = entry.apply(x, self._mask(entry, x).to(x.dtype))
+                return x
+
+            return fp32_apply(h, steer)
 
         return edit
 

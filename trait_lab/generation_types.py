@@ -18,6 +18,8 @@ import torch
 from trait_lab.architectures import COMPONENTS
 
 Activations = dict[int, dict[str, torch.Tensor]]
+SteeringMode = Literal["add", "ablate", "cap", "ceiling"]
+STEERING_MODES: tuple[str, ...] = ("add", "ablate", "cap", "ceiling")
 
 
 def _check_components(components: Sequence[str]) -> tuple[str, ...]:
@@ -53,10 +55,16 @@ class SteeringConfig:
     """One steering vector for HookedGenerator.
 
     Args:
-        vector: ``[hidden]``; added as ``coefficient * vector``.
+        vector: ``[hidden]``; added as ``coefficient * vector`` in mode ``"add"``; the other
+            modes use its direction ``v̂`` only.
         layer: layer index (with ``component``) or a module path.
-        coefficient: one number, or one per batch row (0 leaves a row unsteered) — N
-            coefficients in one batch instead of N runs.
+        coefficient: one number, or one per batch row — N coefficients in one batch instead of
+            N runs. Its meaning follows ``mode``.
+        mode: ``"add"``: ``h + c·v`` (0 leaves a row unsteered). ``"ablate"``: ``h − c·⟨h,v̂⟩v̂``
+            (1 removes the direction, 0 leaves the row alone). ``"cap"``: a floor on the
+            projection, ``h + max(0, c − ⟨h,v̂⟩)·v̂`` (traitinterp's activation capping).
+            ``"ceiling"``: ``h − max(0, ⟨h,v̂⟩ − c)·v̂``. Capping changes every row it applies
+            to whatever ``c`` is, so use ``rows=`` to leave a baseline row alone.
         component: where to add it.
         positions: ``"all"`` (prompt and generated tokens), ``"response"`` (from the last
             prompt position — the one that predicts the first generated token — on), or an
@@ -70,8 +78,13 @@ class SteeringConfig:
     component: str = "residual"
     positions: Literal["all", "response"] | tuple[int, int | None] = "all"
     rows: Sequence[int] | None = None
+    mode: SteeringMode = "add"
 
     def __post_init__(self) -> None:
+        if self.mode not in STEERING_MODES:
+            raise ValueError(
+                f"unknown steering mode {self.mode!r}; choose one of {', '.join(STEERING_MODES)}"
+            )
         values = (
             [self.coefficient]
             if isinstance(self.coefficient, (int, float))

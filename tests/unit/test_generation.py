@@ -125,6 +125,69 @@ def test_steering_under_kv_cache_equals_no_cache_recompute(positions, start, end
         assert result.token_ids == ids[i, 6:].tolist()
 
 
+def _mode_edit(mode: str, v: torch.Tensor, c: float):
+    """The mode's formula on a [batch, seq, hidden] output, written out independently."""
+    r = v / v.norm()
+
+    def edit(out: torch.Tensor) -> torch.Tensor:
+        proj = out @ r
+        if mode == "ablate":
+            shift = -c * proj
+        elif mode == "cap":
+            shift = torch.clamp(c - proj, min=0)
+        else:
+            shift = -torch.clamp(proj - c, min=0)
+        return out + shift.unsqueeze(-1) * r
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("mode", "c"), [("ablate", 1.0), ("ablate", 0.5), ("cap", 2.0), ("ceiling", -1.0)]
+)
+def test_directional_modes_equal_model_generate_under_a_plain_hook(mode: str, c: float) -> None:
+    model = tiny_model()
+    batch = tiny_batch(3, 6, left_pad=PADS)
+    v = torch.randn(HIDDEN) * 3
+    steer = [SteeringConfig(v, 1, c, mode=mode, rows=[1, 2])]  # row 0 stays the baseline
+    results = HookedGenerator(model).generate(
+        batch["input_ids"], batch["attention_mask"], 8, steering=steer, eos_token_id=[]
+    )
+    edit = _mode_edit(mode, v, c)
+    kwargs = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    with torch.no_grad():
+        plain = model.generate(**batch, **kwargs)
+        handle = model.get_submodule("model.layers.1").register_forward_hook(
+            lambda m, a, out: edit(out)
+        )
+        try:
+            edited = model.generate(**batch, **kwargs)
+        finally:
+            handle.remove()
+    assert results[0].token_ids == plain[0, 6:].tolist()
+    for i in (1, 2):
+        assert results[i].token_ids == edited[i, 6:].tolist()
+    assert [r.token_ids for r in results[1:]] != plain[1:, 6:].tolist()
+
+
+def test_modes_apply_in_order_at_one_layer() -> None:
+    """Ablate after add removes what was added along v; add after ablate keeps it."""
+    model = tiny_model()
+    batch = tiny_batch(1, 6)
+    v = torch.randn(HIDDEN)
+    ablate = SteeringConfig(v, 1, 1.0, mode="ablate")
+    add = SteeringConfig(v, 1, 5.0)
+    gen = HookedGenerator(model)
+
+    def run(steer: list[SteeringConfig]) -> list[int]:
+        return gen.generate(batch["input_ids"], None, 6, steering=steer, eos_token_id=[])[
+            0
+        ].token_ids
+
+    assert run([add, ablate]) == run([ablate])
+    assert run([ablate, add]) != run([ablate])
+
+
 def test_first_generated_token_is_steered_in_response_mode() -> None:
     model = tiny_model()
     batch = tiny_batch(3, 6, left_pad=PADS)
@@ -326,6 +389,17 @@ class TestBadInput:
     def test_bad_positions(self) -> None:
         with pytest.raises(ValueError, match="positions must be 'all', 'response'"):
             SteeringConfig(torch.ones(HIDDEN), 1, positions="prompt")
+
+    def test_unknown_mode(self) -> None:
+        with pytest.raises(ValueError, match="unknown steering mode 'project'; choose one of add"):
+            SteeringConfig(torch.ones(HIDDEN), 1, mode="project")  # type: ignore[arg-type]
+
+    def test_zero_direction_in_a_directional_mode(self) -> None:
+        steer = [SteeringConfig(torch.zeros(HIDDEN), 1, 1.0, mode="ablate")]
+        with pytest.raises(ValueError, match="zero"):
+            HookedGenerator(tiny_model()).generate(
+                tiny_batch(1, 5)["input_ids"], None, 2, steering=steer
+            )
 
     def test_zero_new_tokens(self) -> None:
         with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
