@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.unit.test_projection_records import CALIBRATION, PROMPTS, make_tokenizer
+from tests.conftest import CALIBRATION, PROMPTS, make_tokenizer
 from trait_lab.cleaning import apply_mode, center, smooth
 from trait_lab.dynamics import trait_matrix
 from trait_lab.inference import project_prompts
