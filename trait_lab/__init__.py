@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "run_extraction": "trait_lab.extraction",
     "extract_trait": "trait_lab.extraction",
     "select_vector": "trait_lab.selection",
+    "load_vector_grid": "trait_lab.vector_sets",
+    "VectorGrid": "trait_lab.vector_sets",
     "select_vectors": "trait_lab.selection",
     "typical_norms": "trait_lab.scale",
     # extraction methods

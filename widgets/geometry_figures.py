@@ -122,7 +122,7 @@ def pca_scatter(
             go.Scatter(
                 x=xy[rows, 0],
                 y=xy[rows, 1],
-                mode="markers+text" if len(keys) <= 40 else "markers",
+                mode="markers+text" if len(keys) <= 12 else "markers",  # labels collide beyond that
                 name=trait,
                 legendgroup="traits",
                 legendgrouptitle={"text": "trait"},
