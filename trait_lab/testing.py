@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -131,3 +132,24 @@ def tiny_batch(
         mask[i, :pad] = 0
         ids[i, :pad] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def tiny_record(layers: Sequence[int] = (4, 8), hidden: int = 8, seed: int = 0) -> Any:
+    """A 3-token projection record (2 prompt tokens, 1 response token) of trait ``"t"`` on
+    random activations, for examples of the record views; dim 0 is its massive-dim candidate.
+
+    Example:
+        >>> rec = tiny_record()
+        >>> rec.tokens, rec.boundary, sorted(rec.projections["t"])
+        (['w1', 'w2', 'w3'], 2, [4, 8])
+    """
+    from types import SimpleNamespace
+
+    from trait_lab.projection_records import build_record
+
+    gen = torch.Generator().manual_seed(seed)
+    tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])
+    acts = {layer: torch.randn(3, hidden, generator=gen) for layer in layers}
+    members = {layer: [(1.0, torch.ones(hidden))] for layer in layers}
+    calibration = {"candidates": [0], "layers": []}
+    return build_record("hi", "yo", [1, 2], [3], tok, acts, {"t": members}, calibration)

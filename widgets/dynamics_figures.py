@@ -7,14 +7,8 @@ identity, so a notebook's output updates without flicker); :func:`read` gets bac
 shows, so tests can compare it with ``trait_matrix``.
 
 Example:
-    >>> import torch
-    >>> from types import SimpleNamespace
-    >>> from trait_lab.projection_records import build_record
-    >>> tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])
-    >>> v = [(1.0, torch.ones(8))]
-    >>> h = {4: torch.randn(3, 8), 8: torch.randn(3, 8)}
-    >>> rec = build_record("hi", "yo", [1, 2], [3], tok, h,
-    ...     {"t": {4: v, 8: v}}, {"candidates": [0], "layers": []})
+    >>> from trait_lab.testing import tiny_record
+    >>> rec = tiny_record()
     >>> panel = layers_panel(rec, "t", clean="All candidates", mode="cosine")
     >>> fig = go.Figure()
     >>> draw(fig, panel)
@@ -142,14 +136,8 @@ def layers_panel(
     Values and norms are exactly ``trait_matrix(record, trait, ...)`` with these arguments.
 
     Example:
-        >>> import torch
-        >>> from types import SimpleNamespace
-        >>> from trait_lab.projection_records import build_record
-        >>> tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])
-        >>> v = [(1.0, torch.ones(8))]
-        >>> h = {4: torch.randn(3, 8), 8: torch.randn(3, 8)}
-        >>> rec = build_record("hi", "yo", [1, 2], [3], tok, h,
-        ...     {"t": {4: v, 8: v}}, {"candidates": [0], "layers": []})
+        >>> from trait_lab.testing import tiny_record
+        >>> rec = tiny_record()
         >>> layers_panel(rec, "t", layers=[8]).rows
         ['L8']
     """
@@ -189,14 +177,8 @@ def traits_panel(
     """Every trait of the record that has ``layer``: one ``trait_matrix`` row each.
 
     Example:
-        >>> import torch
-        >>> from types import SimpleNamespace
-        >>> from trait_lab.projection_records import build_record
-        >>> tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])
-        >>> v = [(1.0, torch.ones(8))]
-        >>> h = {4: torch.randn(3, 8), 8: torch.randn(3, 8)}
-        >>> rec = build_record("hi", "yo", [1, 2], [3], tok, h,
-        ...     {"t": {4: v, 8: v}}, {"candidates": [0], "layers": []})
+        >>> from trait_lab.testing import tiny_record
+        >>> rec = tiny_record()
         >>> traits_panel(rec, 8).rows
         ['t']
     """

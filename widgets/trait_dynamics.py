@@ -6,13 +6,8 @@ mode adds a prompt box and a Run button that project a new prompt with
 :func:`trait_lab.inference.project_prompts` and show it.
 
 Example:
-    >>> import torch
-    >>> from types import SimpleNamespace
-    >>> from trait_lab.projection_records import build_record
-    >>> tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])
-    >>> v = [(1.0, torch.ones(8))]
-    >>> rec = build_record("hi", "yo", [1, 2], [3], tok, {4: torch.randn(3, 8)}, {"t": {4: v}},
-    ...                    {"candidates": [0], "layers": []})
+    >>> from trait_lab.testing import tiny_record
+    >>> rec = tiny_record(layers=[4])
     >>> view = TraitDynamics([rec])
     >>> view.clean.value = "All candidates"
     >>> view.shown().rows
@@ -85,13 +80,8 @@ class TraitDynamics(w.VBox):
     from Python. ``figure`` is the plotly ``FigureWidget`` and :meth:`shown` what it shows.
 
     Example:
-        >>> import torch
-        >>> from types import SimpleNamespace
-        >>> from trait_lab.projection_records import build_record
-        >>> tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])
-        >>> v = [(1.0, torch.ones(8))]
-        >>> rec = build_record("hi", "yo", [1, 2], [3], tok, {4: torch.randn(3, 8)},
-        ...                    {"t": {4: v}}, {"candidates": [0], "layers": []})
+        >>> from trait_lab.testing import tiny_record
+        >>> rec = tiny_record(layers=[4])
         >>> TraitDynamics([rec], trait="x")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
