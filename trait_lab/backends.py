@@ -262,13 +262,16 @@ class LocalBackend:
     ) -> list[CaptureResult]:
         config = config or GenerationConfig()
         results: list[CaptureResult] = []
+        start = 0
         for chunk in self._batches(prompts, config.batch_size):
             batch = self._encode(chunk, system)
+            window = range(start, start + len(chunk))
+            start += len(chunk)
             outs = self._generator.generate(
                 batch["input_ids"],
                 batch["attention_mask"],
                 config.max_new_tokens,
-                steering=[s.config() for s in steering],
+                steering=[_for_rows(s, window, len(prompts), i) for i, s in enumerate(steering)],
                 capture=capture.config() if capture else None,
                 sampling=config.sampling(),
                 pad_token_id=self._tokenizer.pad_token_id,
@@ -353,6 +356,28 @@ class LocalBackend:
         ):
             self._model(input_ids=ids, attention_mask=mask)
         return {layer: {c: cap.get(layer, c) for c in capture.components} for layer in cap.layers}
+
+
+def _for_rows(spec: SteeringSpec, window: range, n_prompts: int, index: int) -> SteeringConfig:
+    """``spec`` for the prompts in ``window`` (a chunk of ``batch_size``): per-prompt
+    coefficients and ``rows`` are indices over all prompts, so they are sliced here."""
+    config = spec.config()
+    if not isinstance(spec.coefficient, (int, float)):
+        coefs = list(spec.coefficient)
+        if len(coefs) != n_prompts:
+            raise ValueError(
+                f"steering[{index}].coefficient has {len(coefs)} values for {n_prompts} prompts; "
+                "give one number, or one per prompt"
+            )
+        config.coefficient = coefs[window.start : window.stop]
+    if spec.rows is not None:
+        bad = [r for r in spec.rows if not 0 <= r < n_prompts]
+        if bad:
+            raise ValueError(
+                f"steering[{index}].rows {bad} are outside the prompts (0..{n_prompts - 1})"
+            )
+        config.rows = [r - window.start for r in spec.rows if r in window]
+    return config
 
 
 def _is_conversation(prompt: Any) -> bool:
