@@ -274,6 +274,9 @@ class SteeringPanel(w.VBox):
                     for layer, wt in members.items()
                 )
                 text = f"{unit} → {text}"
+            picked = self.layers[target.name].value
+            if target.source_layer is not None and picked != target.source_layer:
+                text += f" (the layer-{target.source_layer} vector, applied at L{picked})"
             self.readouts[
                 target.name
             ].value = f"<span class='tl-readout'>{html.escape(text)}</span>"

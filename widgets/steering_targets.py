@@ -34,12 +34,14 @@ class SteeringTarget:
 
     ``vectors`` maps each layer the picker offers to a unit vector. An ensemble has
     ``weights`` (layer → weight): every member is applied at once and there is nothing to pick.
+    ``source_layer`` is set when one vector serves every layer (it was found at that layer).
     """
 
     name: str
     vectors: dict[int, torch.Tensor]
     default_layer: int
     weights: dict[int, float] | None = None
+    source_layer: int | None = None
 
     @property
     def is_ensemble(self) -> bool:
@@ -108,11 +110,13 @@ def steering_targets(
                 )
             default = _layer(layer, "layer", n_layers)
             unit = _unit(value, where, hidden)
-            targets.append(SteeringTarget(name, dict.fromkeys(range(n_layers), unit), default))
+            every = dict.fromkeys(range(n_layers), unit)
+            targets.append(SteeringTarget(name, every, default, source_layer=default))
         elif isinstance(value, tuple) and len(value) == 2:
             default = _layer(value[1], f"{where}[1]", n_layers)
             unit = _unit(value[0], f"{where}[0]", hidden)
-            targets.append(SteeringTarget(name, dict.fromkeys(range(n_layers), unit), default))
+            every = dict.fromkeys(range(n_layers), unit)
+            targets.append(SteeringTarget(name, every, default, source_layer=default))
         elif isinstance(value, Mapping) and value:
             per = {
                 _layer(k, f"{where} key", n_layers): _unit(v, f"{where}[{k}]", hidden)

@@ -35,6 +35,7 @@ class TestTargets:
         )
         bare, pair, per_layer, ensemble = targets
         assert bare.default_layer == 2 and sorted(bare.vectors) == list(range(N))
+        assert (bare.source_layer, pair.source_layer, per_layer.source_layer) == (2, 3, None)
         assert pair.default_layer == 3
         assert sorted(per_layer.vectors) == [1, 4] and per_layer.default_layer == 4
         assert ensemble.is_ensemble and ensemble.weights == {2: 0.5, 5: 1.5}
