@@ -250,12 +250,17 @@ def _lines(panel: Panel, labels: list[str]) -> list[dict]:
     ]
 
 
+_TICK_PX = 13  # a vertical size-10 tick label needs ~13 px to stay clear of its neighbours
+_MAX_WIDTH = 1100  # wider than this, labels are thinned instead of the figure growing
+
+
 def draw(fig: go.Figure, panel: Panel) -> None:
     """Show ``panel`` in ``fig``, in place: traces are reused when the layout kind matches.
 
     The boundary is a dashed vertical line at ``boundary - 0.5`` with a "response →" note;
     tick labels turn vertical for long records, the height grows with the rows and the
-    width with the tokens (so labels never overlap).
+    width with the tokens up to 1100 px, beyond which every k-th token is labelled (so
+    labels never overlap; hover names every token).
     """
     labels = token_labels(panel.tokens)
     n = len(labels)
@@ -299,12 +304,20 @@ def draw(fig: go.Figure, panel: Panel) -> None:
             tickangle=-90 if n > 30 else -45, tickfont={"size": 10 if n > 30 else 12}
         )
         xaxis: dict[str, Any]
+        width = min(_MAX_WIDTH, 160 + _TICK_PX * n) if n > 45 else None
+        shown = n if width is None else min(n, (width - 160) // _TICK_PX)
         if heat:
-            xaxis = dict(type="category", tickvals=None, ticktext=None, nticks=n, **ticks)
+            xaxis = dict(type="category", tickvals=None, ticktext=None, nticks=shown, **ticks)
             yaxis = dict(type="category", title={"text": panel.row_title})
             height = 230 + 30 * len(panel.rows)
         else:
-            xaxis = dict(type="linear", tickvals=list(range(n)), ticktext=labels, **ticks)
+            every = -(-n // shown)  # label every k-th token when they would not fit
+            xaxis = dict(
+                type="linear",
+                tickvals=list(range(0, n, every)),
+                ticktext=labels[::every],
+                **ticks,
+            )
             yaxis = dict(type="linear", title={"text": panel.value_title})
             height = 460
         fig.update_layout(
@@ -314,8 +327,7 @@ def draw(fig: go.Figure, panel: Panel) -> None:
             shapes=shapes,
             annotations=notes,
             height=height + (60 if n > 30 else 30),
-            # ~13 px per token keeps vertical tick labels apart; short records fill the cell
-            width=max(720, 160 + 13 * n) if n > 45 else None,
+            width=width,
             showlegend=not heat,
             margin={"l": 60, "r": 20, "t": 70, "b": 40},
         )

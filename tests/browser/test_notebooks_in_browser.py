@@ -19,7 +19,7 @@ RUN_TIMEOUT_MS = 600_000  # a fresh machine extracts the trait first (~1 min on 
 
 
 def _open(browser: Any, url: str) -> Any:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.set_default_timeout(60_000)
     page.goto(url)
     from playwright.sync_api import expect
