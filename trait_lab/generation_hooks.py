@@ -147,6 +147,8 @@ class StepHooks(HookContext):
             return torch.ones_like(pos, dtype=torch.bool)
         if entry.positions == "response":
             return pos >= self.prompt_len - 1
+        if entry.positions == "prompt":
+            return pos < self.prompt_len - 1
         start, end = entry.positions
         keep = pos >= start
         return keep if end is None else keep & (pos < end)

@@ -67,7 +67,8 @@ class SteeringConfig:
             to whatever ``c`` is, so use ``rows=`` to leave a baseline row alone.
         component: where to add it.
         positions: ``"all"`` (prompt and generated tokens), ``"response"`` (from the last
-            prompt position — the one that predicts the first generated token — on), or an
+            prompt position — the one that predicts the first generated token — on),
+            ``"prompt"`` (the rest: the prompt up to, not including, its last position), or an
             absolute ``(start, end)`` index range in the padded sequence (``end`` may be None).
         rows: restrict to these batch rows (``None`` means all rows).
     """
@@ -76,7 +77,7 @@ class SteeringConfig:
     layer: int | str
     coefficient: float | Sequence[float] = 1.0
     component: str = "residual"
-    positions: Literal["all", "response"] | tuple[int, int | None] = "all"
+    positions: Literal["all", "response", "prompt"] | tuple[int, int | None] = "all"
     rows: Sequence[int] | None = None
     mode: SteeringMode = "add"
 
@@ -94,9 +95,10 @@ class SteeringConfig:
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
                 raise ValueError(f"coefficient must be finite numbers, got {self.coefficient!r}")
         if isinstance(self.positions, str):
-            if self.positions not in ("all", "response"):
+            if self.positions not in ("all", "response", "prompt"):
                 raise ValueError(
-                    f"positions must be 'all', 'response' or (start, end), got {self.positions!r}"
+                    "positions must be 'all', 'response', 'prompt' or (start, end), got "
+                    f"{self.positions!r}"
                 )
         else:
             start, end = self.positions

@@ -38,6 +38,7 @@ from widgets.steering_rows import Request, Row, absorb, steering_figure
 from widgets.steering_targets import PANEL_MODES, build_specs, steering_targets
 from widgets.token_stream import TokenStream
 
+_POSITIONS = ("response", "all", "prompt")
 _RANGES = {"add": (-1.0, 1.0), "ablate": (0.0, 1.0), "cap": (-1.0, 1.0), "ceiling": (-1.0, 1.0)}
 _UNITS = {
     "add": "× typical norm",
@@ -58,7 +59,8 @@ class SteeringPanel(w.VBox):
         layer: default layer for bare vectors / the picker.
         value: starting slider value(s), a fraction (``{name: value}`` or one for all).
         mode: ``add``, ``ablate``, ``cap`` (floor) or ``ceiling``.
-        positions: ``"response"`` (generated tokens, from the last prompt token) or ``"all"``.
+        positions: ``"response"`` (generated tokens, from the last prompt token), ``"all"``
+            or ``"prompt"`` (the prompt before its last token only).
         norms: typical residual norm per layer, one number for all layers, or ``None`` to
             measure it on 16 neutral prompts.
         readout_offset: tokens are coloured at ``layer + readout_offset`` (what the model
@@ -90,8 +92,8 @@ class SteeringPanel(w.VBox):
             )
         if mode not in PANEL_MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(PANEL_MODES)}")
-        if positions not in ("response", "all"):
-            raise ValueError(f"positions must be 'response' or 'all', got {positions!r}")
+        if positions not in _POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(_POSITIONS)}, got {positions!r}")
         self.backend = backend
         n = backend.n_layers
         self.targets = steering_targets(vectors, n, backend.hidden_dim, layer)
@@ -108,7 +110,7 @@ class SteeringPanel(w.VBox):
         self.mode = w.ToggleButtons(options=list(PANEL_MODES), value=mode, description="mode")
         self.mode.add_class("tl-mode")
         self.positions = w.Dropdown(
-            options=["response", "all"],
+            options=list(_POSITIONS),
             value=positions,
             description="steer at",
             layout=w.Layout(width="220px"),

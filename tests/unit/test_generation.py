@@ -109,7 +109,7 @@ def _steer_delta(v: torch.Tensor, coefs: list[float], start: int, end: int | Non
 
 @pytest.mark.parametrize(
     ("positions", "start", "end"),
-    [("all", 0, None), ("response", 5, None), ((3, 9), 3, 9)],
+    [("all", 0, None), ("response", 5, None), ("prompt", 0, 5), ((3, 9), 3, 9)],
 )
 def test_steering_under_kv_cache_equals_no_cache_recompute(positions, start, end) -> None:
     model = tiny_model()
@@ -388,7 +388,7 @@ class TestBadInput:
 
     def test_bad_positions(self) -> None:
         with pytest.raises(ValueError, match="positions must be 'all', 'response'"):
-            SteeringConfig(torch.ones(HIDDEN), 1, positions="prompt")
+            SteeringConfig(torch.ones(HIDDEN), 1, positions="prompts")
 
     def test_unknown_mode(self) -> None:
         with pytest.raises(ValueError, match="unknown steering mode 'project'; choose one of add"):
