@@ -63,9 +63,33 @@ def artifacts() -> Path:
     return folder
 
 
+class Lab:
+    """A running JupyterLab: ``url(notebook)`` opens one notebook alone (``?reset`` clears the
+    workspace, so a tab left open by an earlier test cannot take the menu commands), and
+    ``shutdown_kernels()`` frees the model copies the notebooks' kernels hold."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.base, self.token = base, token
+
+    def url(self, notebook: str) -> str:
+        return f"{self.base}/lab/tree/{notebook}?reset&token={self.token}"
+
+    def shutdown_kernels(self) -> None:
+        auth = {"Authorization": f"token {self.token}"}
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{self.base}/api/kernels", headers=auth), timeout=10
+        ) as response:
+            kernels = json.load(response)
+        for kernel in kernels:
+            request = urllib.request.Request(
+                f"{self.base}/api/kernels/{kernel['id']}", headers=auth, method="DELETE"
+            )
+            urllib.request.urlopen(request, timeout=30).close()
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL (with token) of a JupyterLab serving copies of ``notebooks/``."""
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A JupyterLab serving copies of ``notebooks/``."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     config = root / "jupyter-config"
@@ -99,7 +123,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start; log:\n{(root / 'lab.log').read_text()}")
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/{{notebook}}?token={token}"
+        yield Lab(base, token)
     finally:
         server.terminate()
         try:

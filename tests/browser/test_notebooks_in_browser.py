@@ -29,14 +29,22 @@ def _open(browser: Any, url: str) -> Any:
     return page
 
 
-def _run_all(page: Any) -> None:
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab on show
+
+
+def _run_all(page: Any, name: str) -> None:
+    from playwright.sync_api import expect
+
+    tabs = page.locator(".jp-NotebookPanel")
+    expect(tabs).to_have_count(1)  # only this notebook is open: Run All cannot hit another
+    expect(page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).first).to_be_visible()
     for _ in range(2):
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         page.wait_for_timeout(1500)
-        if page.locator(".jp-InputPrompt").first.inner_text().strip() != "[ ]:":
+        if page.locator(f"{NOTEBOOK} .jp-InputPrompt").first.inner_text().strip() != "[ ]:":
             return
-    pytest.fail("Run All Cells did not start the notebook")
+    pytest.fail(f"Run All Cells did not start {name}")
 
 
 def _shot(page: Any, artifacts: Path, name: str, target: Any = None) -> None:
@@ -46,8 +54,8 @@ def _shot(page: Any, artifacts: Path, name: str, target: Any = None) -> None:
 def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     from playwright.sync_api import expect
 
-    page = _open(browser, lab.format(notebook="01_extract.ipynb"))
-    _run_all(page)
+    page = _open(browser, lab.url("01_extract.ipynb"))
+    _run_all(page, "01_extract.ipynb")
     panel = page.locator(".tl-steering-panel")
     status = panel.locator(".tl-status-text")
     expect(status).to_contain_text("done:", timeout=RUN_TIMEOUT_MS)
@@ -80,7 +88,7 @@ def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     _shot(page, artifacts, "01_panel_after_drag", panel)
 
     # The last cell asks the kernel's library for the reply at the slider's value; run it again.
-    cells = page.locator(".jp-Notebook .jp-Cell")
+    cells = page.locator(f"{NOTEBOOK} .jp-Cell")
     last = cells.nth(cells.count() - 1)  # fixed index: Shift+Enter adds a new cell below
     output = last.locator(".jp-OutputArea-output")
     old_output = output.inner_text()
@@ -92,6 +100,7 @@ def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     assert kernel_text.strip() == after.strip()
     _shot(page, artifacts, "01_notebook_end")
     page.close()
+    lab.shutdown_kernels()
 
 
 def _heatmap_z(page: Any) -> str:
@@ -103,15 +112,15 @@ def _heatmap_z(page: Any) -> str:
 def test_clean_dropdown_in_03_trait_dynamics(browser, lab, artifacts) -> None:
     from playwright.sync_api import expect
 
-    page = _open(browser, lab.format(notebook="03_trait_dynamics.ipynb"))
-    _run_all(page)
+    page = _open(browser, lab.url("03_trait_dynamics.ipynb"))
+    _run_all(page, "03_trait_dynamics.ipynb")
     view = page.locator(".tl-trait-dynamics").first
     clean = view.locator(".tl-clean select")
     expect(clean).to_be_visible(timeout=RUN_TIMEOUT_MS)
     plot = view.locator(".tl-dynamics-figure .js-plotly-plot")
     expect(plot).to_be_visible(timeout=RUN_TIMEOUT_MS)
     page.wait_for_function(  # the notebook's own cells ran to the end
-        "() => [...document.querySelectorAll('.jp-InputPrompt')].every("
+        "() => [...document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt')].every("
         "p => !p.textContent.includes('*'))",
         timeout=RUN_TIMEOUT_MS,
     )
@@ -132,3 +141,4 @@ def test_clean_dropdown_in_03_trait_dynamics(browser, lab, artifacts) -> None:
     assert "Top 5" in title, title
     _shot(page, artifacts, "03_dynamics_cleaned", view)
     page.close()
+    lab.shutdown_kernels()
