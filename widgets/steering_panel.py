@@ -97,6 +97,11 @@ class SteeringPanel(w.VBox):
         self.backend = backend
         n = backend.n_layers
         self.targets = steering_targets(vectors, n, backend.hidden_dim, layer)
+        if isinstance(value, Mapping) and (unknown := set(value) - set(vectors)):
+            raise ValueError(
+                f"value names {sorted(unknown)}, which are not among the vectors "
+                f"{sorted(vectors)}; give a starting value per vector name"
+            )
         self.norms = self._norms(norms)
         self.readout_offset = readout_offset
         self._baseline: tuple[tuple[Any, ...], Row] | None = None

@@ -147,5 +147,7 @@ def test_several_traits_and_an_ensemble(backend, vector) -> None:
 def test_bad_arguments(backend, vector) -> None:
     with pytest.raises(ValueError, match="unknown mode 'push'"):
         SteeringPanel(backend, {"joy": (vector, LAYER)}, mode="push", autorun=False)
+    with pytest.raises(ValueError, match=r"value names \['joi'\], which are not among"):
+        SteeringPanel(backend, {"joy": (vector, LAYER)}, value={"joi": 0.3}, norms=1.0)
     with pytest.raises(TypeError, match="needs a LocalBackend"):
         SteeringPanel(object(), {"joy": (vector, LAYER)})  # type: ignore[arg-type]
