@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -73,15 +73,8 @@ class SteeringSpec:
     rows: Sequence[int] | None = None
 
     def config(self) -> SteeringConfig:
-        return SteeringConfig(
-            vector=self.vector,
-            layer=self.layer,
-            coefficient=self.coefficient,
-            component=self.component,
-            positions=self.positions,
-            rows=self.rows,
-            mode=self.mode,
-        )
+        # every field has its namesake in SteeringConfig, so a new one cannot be forgotten here
+        return SteeringConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass
