@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,7 @@ def token_labels(tokens: Sequence[str], width: int = 12) -> list[str]:
     for i, token in enumerate(tokens):
         text = "".join(_TOKEN_CHARS.get(c, c) for c in token)
         text = text if len(text) <= width else text[: width - 1] + "…"
-        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        text = html.escape(text, quote=False)
         out.append(f"{i}:{text}")
     return out
 

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import tempfile
@@ -157,11 +158,7 @@ class ExportBar(w.HBox):
         try:
             written = export_figure(self._get_figure(), path)
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
-            self.status.value = f"<span style='color:#b00020'>{_escape(str(exc))}</span>"
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
             return None
-        self.status.value = f"saved <code>{_escape(str(written))}</code>"
+        self.status.value = f"saved <code>{html.escape(str(written))}</code>"
         return written
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
