@@ -35,7 +35,7 @@ from trait_lab.scale import typical_norms
 from widgets.export import ExportBar
 from widgets.runner import LatestRunner
 from widgets.steering_rows import Request, Row, absorb, steering_figure
-from widgets.steering_targets import PANEL_MODES, build_specs, steering_targets
+from widgets.steering_targets import PANEL_MODES, build_specs, coefficients, steering_targets
 from widgets.token_stream import TokenStream
 
 _POSITIONS = ("response", "all", "prompt")
@@ -272,16 +272,16 @@ class SteeringPanel(w.VBox):
         unit = _UNITS[self.mode.value]
         for target in self.targets:
             fraction = self.sliders[target.name].value
-            members = target.weights or {self.layers[target.name].value: 1.0}
+            picked = self.layers[target.name].value
             if self.mode.value == "ablate":
                 text = f"{fraction:.2f} {unit}"
             else:
-                text = ", ".join(
-                    f"L{layer}: {fraction * self.norms.get(layer, float('nan')) * wt:+.1f}"
-                    for layer, wt in members.items()
-                )
+                try:
+                    coefs = coefficients(target, fraction, picked, self.mode.value, self.norms)
+                    text = ", ".join(f"L{layer}: {c:+.1f}" for layer, c in coefs.items())
+                except (KeyError, ValueError) as exc:  # refresh() shows it in the status line
+                    text = str(exc).strip("'\"")
                 text = f"{unit} → {text}"
-            picked = self.layers[target.name].value
             if target.source_layer is not None and picked != target.source_layer:
                 text += f" (the layer-{target.source_layer} vector, applied at L{picked})"
             self.readouts[

@@ -24,6 +24,7 @@ import torch
 
 from trait_lab.backends import SteeringSpec
 from trait_lab.generation_types import STEERING_MODES
+from trait_lab.hooks._base import as_vector
 
 PANEL_MODES = ("add", "ablate", "cap", "ceiling")
 
@@ -49,28 +50,7 @@ class SteeringTarget:
 
 
 def _unit(vector: Any, where: str, hidden: int) -> torch.Tensor:
-    try:
-        t = (
-            torch.as_tensor(
-                np.asarray(vector, dtype=np.float32)
-                if not torch.is_tensor(vector)
-                else vector.detach()
-            )
-            .float()
-            .cpu()
-        )
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{where} must be a 1-D tensor or array, got {type(vector).__name__}"
-        ) from exc
-    if t.shape != (hidden,):
-        raise ValueError(f"{where} has shape {tuple(t.shape)}; the model needs [{hidden}]")
-    norm = float(t.norm())
-    if not np.isfinite(norm) or norm == 0:
-        raise ValueError(
-            f"{where} has norm {norm}; a steering direction needs a finite, non-zero norm"
-        )
-    return t / norm
+    return as_vector(vector, name=where, width=hidden, direction=True)
 
 
 def _layer(value: Any, where: str, n_layers: int) -> int:
@@ -146,6 +126,34 @@ def steering_targets(
     return targets
 
 
+def coefficients(
+    target: SteeringTarget, fraction: float, picked: int, mode: str, norms: Mapping[int, float]
+) -> dict[int, float]:
+    """``{layer: coefficient}`` one slider value stands for: the picked layer, or every member
+    of an ensemble (times its weight); units as in the module docstring.
+
+    Example:
+        >>> import torch
+        >>> target = steering_targets({"e": [(torch.ones(4), 1, 0.5)]}, 4, 4)[0]
+        >>> coefficients(target, 0.4, 1, "add", {1: 10.0})
+        {1: 2.0}
+    """
+    result = {}
+    for layer, weight in (target.weights or {picked: 1.0}).items():
+        if layer not in target.vectors:
+            raise ValueError(
+                f"{target.name!r} has no vector at layer {layer}; pick one of "
+                f"{sorted(target.vectors)}"
+            )
+        if mode == "ablate":
+            result[layer] = fraction * weight
+        else:
+            if layer not in norms:
+                raise KeyError(f"no typical norm for layer {layer}; measured {sorted(norms)}")
+            result[layer] = fraction * float(norms[layer]) * weight
+    return result
+
+
 def build_specs(
     targets: Sequence[SteeringTarget],
     fractions: Mapping[str, float],
@@ -171,19 +179,8 @@ def build_specs(
         fraction = float(fractions.get(target.name, 0.0))
         if fraction == 0.0 and mode in ("add", "ablate"):
             continue  # exactly no-op; capping at 0 is not, so it stays
-        members = target.weights or {layers.get(target.name, target.default_layer): 1.0}
-        for layer, weight in members.items():
-            if layer not in target.vectors:
-                raise ValueError(
-                    f"{target.name!r} has no vector at layer {layer}; pick one of "
-                    f"{sorted(target.vectors)}"
-                )
-            if mode == "ablate":
-                coefficient = fraction * weight
-            else:
-                if layer not in norms:
-                    raise KeyError(f"no typical norm for layer {layer}; measured {sorted(norms)}")
-                coefficient = fraction * float(norms[layer]) * weight
+        picked = layers.get(target.name, target.default_layer)
+        for layer, coefficient in coefficients(target, fraction, picked, mode, norms).items():
             specs.append(
                 SteeringSpec(
                     layer=layer,

@@ -49,8 +49,12 @@ class TestTargets:
         [
             ({"x": _v()}, None, "bare vector, so its layer is unknown"),
             ({"x": (_v(), 9)}, None, r"layer 9; the model has layers 0..5"),
-            ({"x": torch.zeros(H)}, 1, "non-zero norm"),
-            ({"x": torch.ones(H + 1)}, 1, r"shape \(9,\); the model needs \[8\]"),
+            (
+                {"x": torch.zeros(H)},
+                1,
+                r"x'\] is a zero vector .* a direction needs a nonzero norm",
+            ),
+            ({"x": torch.ones(H + 1)}, 1, r"has length 9 but the hooked activations are 8 wide"),
             ({"x": "optimism"}, 1, "give a vector, \\(vector, layer\\)"),
             ({}, 1, "non-empty dict"),
             ({"x": [(_v(), 1, 1.0), (_v(1), 1, 1.0)]}, None, "two members at layer 1"),
