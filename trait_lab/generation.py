@@ -37,6 +37,7 @@ from trait_lab.generation_types import (
     SteeringConfig,
     StreamEvent,
 )
+from trait_lab.kv_cache import cache_keyword, output_cache
 
 __all__ = [
     "COMPONENTS",
@@ -164,7 +165,7 @@ class HookedGenerator:
         rng = sampling.generator(self.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache = None
+        cache, cache_name = None, cache_keyword(self.model)
         step_ids, step_pos = ids, positions
         with hooks, torch.no_grad():
             for step in range(max_new_tokens + 1):
@@ -174,10 +175,10 @@ class HookedGenerator:
                     input_ids=step_ids,
                     attention_mask=mask,
                     position_ids=step_pos,
-                    past_key_values=cache,
                     use_cache=True,
+                    **{cache_name: cache},
                 )
-                cache = out.past_key_values
+                cache = output_cache(out)
                 scored = hooks.collect(step)
                 done = step == max_new_tokens or bool(finished.all())
                 if done or (cancel is not None and cancel.is_set()):

@@ -47,7 +47,8 @@ from torch import nn
 from trait_lab.architectures import find_layers, get_hook_path, n_layers
 from trait_lab.atomic import atomic_write_json
 from trait_lab.experiments import experiments_root
-from trait_lab.hooks._base import HookContext, _cache_length, register_tensor_hook
+from trait_lab.hooks._base import HookContext, register_tensor_hook
+from trait_lab.kv_cache import forward_offset
 
 __all__ = [
     "NEUTRAL_PROMPTS",
@@ -215,7 +216,7 @@ class MassiveDimCollector(HookContext):
             self._add(register_tensor_hook(self.model, path, self._observer(layer)))
 
     def _owner_pre(self, mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._counting = _cache_length(kwargs.get("past_key_values")) == 0 and not self.done
+        self._counting = forward_offset(args, kwargs) == 0 and not self.done
         mask = kwargs.get("attention_mask")
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self._take, self._pending = None, {}

@@ -90,7 +90,8 @@ def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     # The last cell asks the kernel's library for the reply at the slider's value; run it again.
     cells = page.locator(f"{NOTEBOOK} .jp-Cell")
     last = cells.nth(cells.count() - 1)  # fixed index: Shift+Enter adds a new cell below
-    output = last.locator(".jp-OutputArea-output")
+    # what the cell printed (stdout), not stderr or any other output element
+    output = last.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]')
     old_output = output.inner_text()
     last.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import CALIBRATION, PROMPTS, make_tokenizer
+from tests.helpers import html_title
 from trait_lab.cleaning import CLEAN_OPTIONS, MODES, dims_to_clean
 from trait_lab.dynamics import trait_matrix
 from trait_lab.inference import project_prompts
@@ -278,7 +279,7 @@ class TestExport:
         view.export_bar.format.value = "html"
         path = view.export_bar.save()
         assert path == tmp_path / "dynamics.html" and path.exists()
-        assert "t · cosine · No cleaning" in path.read_text()
+        assert html_title(path.read_text()) == "t · cosine · No cleaning"
 
     @pytest.mark.skipif(find_chromium() is None, reason="static export needs chromium")
     def test_png(self, records, tmp_path) -> None:

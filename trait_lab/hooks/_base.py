@@ -25,6 +25,7 @@ from trait_lab.architectures import (
     hidden_size,
     split_hook_path,
 )
+from trait_lab.kv_cache import forward_offset
 
 Target = int | str
 VectorLike = torch.Tensor | np.ndarray | Sequence[float]
@@ -295,23 +296,12 @@ class PositionTracker:
 
     def attach(self) -> RemovableHandle:
         def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
-            cache = kwargs.get("past_key_values")
-            self.offset = _cache_length(cache)
+            self.offset = forward_offset(args, kwargs)
 
         return self.owner.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def positions(self, seq_len: int, device: torch.device) -> torch.Tensor:
         return torch.arange(self.offset, self.offset + seq_len, device=device)
-
-
-def _cache_length(cache: Any) -> int:
-    if cache is None:
-        return 0
-    if hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    if isinstance(cache, (tuple, list)) and cache and cache[0] is not None:
-        return int(cache[0][0].shape[-2])
-    return 0
 
 
 _H = TypeVar("_H", bound="HookContext")
