@@ -24,6 +24,7 @@ from trait_lab.hooks._base import (
     register_tensor_hook,
     resolve_target,
 )
+from trait_lab.hooks.edits import apply_edit
 from trait_lab.hooks.projection import _as_matrix, _is_single
 
 
@@ -68,20 +69,9 @@ class _SteerEntry:
 
     def apply(self, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         """Edit fp32 ``x`` [batch, seq, hidden] where the ``[seq]`` mask is on."""
-        v = self.vector.on(x.device)
-        if self.mode == "add":
-            weight = self.coefs.on(x.device)[:, None] * where[None, :]
-            return x + weight.unsqueeze(-1) * v
-        proj = x @ v
+        mask = self.rows.on(x.device)[:, None] * where[None, :]
         coefs = self.coefs.on(x.device)[:, None]
-        if self.mode == "ablate":
-            shift = -coefs * proj
-        elif self.mode == "cap":
-            shift = torch.clamp(coefs - proj, min=0)
-        else:  # ceiling
-            shift = -torch.clamp(proj - coefs, min=0)
-        shift = shift * self.rows.on(x.device)[:, None] * where[None, :]
-        return x + shift.unsqueeze(-1) * v
+        return apply_edit(self.mode, x, self.vector.on(x.device), coefs, mask)
 
 
 class StepHooks(HookContext):

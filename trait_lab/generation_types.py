@@ -16,10 +16,11 @@ from typing import Any, Literal
 import torch
 
 from trait_lab.architectures import COMPONENTS
+from trait_lab.hooks.edits import MODES, Mode
 
 Activations = dict[int, dict[str, torch.Tensor]]
-SteeringMode = Literal["add", "ablate", "cap", "ceiling"]
-STEERING_MODES: tuple[str, ...] = ("add", "ablate", "cap", "ceiling")
+SteeringMode = Mode  # the edits are defined once, in trait_lab.hooks.edits
+STEERING_MODES: tuple[str, ...] = MODES
 
 
 def _check_components(components: Sequence[str]) -> tuple[str, ...]:
@@ -64,7 +65,9 @@ class SteeringConfig:
             (1 removes the direction, 0 leaves the row alone). ``"cap"``: a floor on the
             projection, ``h + max(0, c − ⟨h,v̂⟩)·v̂`` (traitinterp's activation capping).
             ``"ceiling"``: ``h − max(0, ⟨h,v̂⟩ − c)·v̂``. Capping changes every row it applies
-            to whatever ``c`` is, so use ``rows=`` to leave a baseline row alone.
+            to whatever ``c`` is, so use ``rows=`` to leave a baseline row alone. The hooks
+            (``SteeringHook``, ``AblationHook``, ``ActivationCappingHook``) apply the same
+            edits (:func:`trait_lab.hooks.edits.apply_edit`).
         component: where to add it.
         positions: ``"all"`` (prompt and generated tokens), ``"response"`` (from the last
             prompt position — the one that predicts the first generated token — on),

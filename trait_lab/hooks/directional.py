@@ -27,6 +27,7 @@ from trait_lab.hooks._base import (
     register_tensor_hook,
     resolve_target,
 )
+from trait_lab.hooks.edits import apply_edit
 
 
 class _DirectionHook(HookContext):
@@ -48,12 +49,18 @@ class _DirectionHook(HookContext):
 
 
 class AblationHook(_DirectionHook):
-    """Remove a direction: ``h ← h − (h·r̂) r̂`` at every position.
+    """Remove a direction: ``h ← h − c·(h·r̂) r̂`` at every position.
+
+    ``coefficient`` is the strength: 1 (the default) removes the whole direction, 0 is a
+    no-op, 0.5 halves the component — the same meaning as ``SteeringConfig(mode="ablate")``
+    (both call :func:`trait_lab.hooks.edits.apply_edit`).
 
     Example:
         >>> import torch
         >>> from trait_lab.testing import tiny_model
         >>> hook = AblationHook(tiny_model(), torch.ones(32), "model.layers.1")
+        >>> hook.coefficient
+        1.0
     """
 
     def __init__(
@@ -62,13 +69,19 @@ class AblationHook(_DirectionHook):
         direction: VectorLike,
         target: Target,
         component: str = "residual",
+        coefficient: float = 1.0,
     ) -> None:
         super().__init__(model, direction, target, component)
+        number = float(coefficient)
+        if not math.isfinite(number):
+            raise ValueError(f"coefficient must be finite, got {coefficient!r}")
+        self.coefficient = number
 
     def _edit(self, h: torch.Tensor) -> torch.Tensor:
         r = self.direction.on(h.device)
         check_width(h, r, self.path, "direction")
-        return fp32_apply(h, lambda x: x - (x @ r).unsqueeze(-1) * r)
+        c = self.coefficient
+        return fp32_apply(h, lambda x: apply_edit("ablate", x, r, c))
 
 
 class ActivationCappingHook(_DirectionHook):
@@ -111,12 +124,10 @@ class ActivationCappingHook(_DirectionHook):
         check_width(h, v, self.path, "direction")
 
         def cap(x: torch.Tensor) -> torch.Tensor:
-            proj = x @ v
-            shift = torch.zeros_like(proj)
             if self.floor is not None:
-                shift = shift + torch.clamp(self.floor - proj, min=0)
+                x = apply_edit("cap", x, v, self.floor)
             if self.ceiling is not None:
-                shift = shift - torch.clamp(proj - self.ceiling, min=0)
-            return x + shift.unsqueeze(-1) * v
+                x = apply_edit("ceiling", x, v, self.ceiling)
+            return x
 
         return fp32_apply(h, cap)

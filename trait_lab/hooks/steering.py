@@ -32,6 +32,7 @@ from trait_lab.hooks._base import (
     register_tensor_hook,
     resolve_target,
 )
+from trait_lab.hooks.edits import apply_edit
 
 
 def _coefficient(value: float, name: str = "coefficient") -> float:
@@ -86,7 +87,7 @@ class SteeringHook(HookContext):
         v = self.vector.on(h.device)
         check_width(h, v, self.path)
         c = self._coefficient
-        return fp32_apply(h, lambda x: x + c * v)
+        return fp32_apply(h, lambda x: apply_edit("add", x, v, c))
 
 
 TokenRange = tuple[int, "int | None"]
@@ -154,7 +155,7 @@ class PerPositionSteeringHook(SteeringHook):
             keep = pos >= start
             if end is not None:
                 keep &= pos < end
-            return keep.view(*([1] * (h.dim() - 2)), -1, 1)
+            return keep
         if h.dim() != 3 or h.shape[0] != len(self.ranges):
             raise ValueError(
                 f"{len(self.ranges)} per-sample token ranges were given but the batch at "
@@ -164,15 +165,14 @@ class PerPositionSteeringHook(SteeringHook):
         ends = torch.tensor(
             [r[1] if r[1] is not None else 2**62 for r in self.ranges], device=h.device
         )
-        keep = (pos[None, :] >= starts[:, None]) & (pos[None, :] < ends[:, None])
-        return keep.unsqueeze(-1)
+        return (pos[None, :] >= starts[:, None]) & (pos[None, :] < ends[:, None])
 
     def _edit(self, h: torch.Tensor) -> torch.Tensor:
         v = self.vector.on(h.device)
         check_width(h, v, self.path)
         c = self._coefficient
         mask = self._mask(h)
-        return fp32_apply(h, lambda x: x + (c * mask) * v)
+        return fp32_apply(h, lambda x: apply_edit("add", x, v, c, mask.to(x.dtype)))
 
 
 class PerSampleSteering(HookContext):
@@ -232,12 +232,17 @@ class PerSampleSteering(HookContext):
                     f"per-sample steering at {path!r} covers samples up to {needed} but the "
                     f"batch has shape {tuple(h.shape)}; make the batch at least {needed} long"
                 )
-            delta = torch.zeros(h.shape[0], 1, h.shape[-1], device=h.device)
-            for vector, coefficient, start, end in entries:
-                v = vector.on(h.device)
-                check_width(h, v, path)
-                delta[start:end, 0] += coefficient * v
-            return fp32_apply(h, lambda x: x + delta)
+
+            def steer(x: torch.Tensor) -> torch.Tensor:
+                for vector, coefficient, start, end in entries:
+                    v = vector.on(h.device)
+                    check_width(h, v, path)
+                    rows = torch.zeros(h.shape[0], 1, dtype=x.dtype, device=x.device)
+                    rows[start:end] = 1.0
+                    x = apply_edit("add", x, v, coefficient, rows)
+                return x
+
+            return fp32_apply(h, steer)
 
         return edit
 
