@@ -18,9 +18,9 @@ import platform
 import torch
 from _timing import interleaved, table
 
+from trait_lab.activations import ActivationStore
 from trait_lab.hooks import MultiLayerCapture, MultiLayerProjection
-from trait_lab.models import load_model
-from trait_lab.store import ActivationStore
+from trait_lab.models.loading import load_model
 
 
 def main() -> None:

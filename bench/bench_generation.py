@@ -17,8 +17,13 @@ import platform
 import torch
 from _timing import interleaved, table
 
-from trait_lab.generation import CaptureConfig, HookedGenerator, ProjectionSpec, SteeringConfig
-from trait_lab.models import load_model
+from trait_lab.generation.generator import (
+    CaptureConfig,
+    HookedGenerator,
+    ProjectionSpec,
+    SteeringConfig,
+)
+from trait_lab.models.loading import load_model
 
 
 def main() -> None:

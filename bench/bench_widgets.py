@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
-from trait_lab.backends import LocalBackend
-from trait_lab.models import load_model
-from widgets.export import export_figure, find_chromium
-from widgets.steering_panel import SteeringPanel
+from trait_lab.generation.backends import LocalBackend
+from trait_lab.models.loading import load_model
+from widgets.common.export import export_figure, find_chromium
+from widgets.steering.panel import SteeringPanel
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 

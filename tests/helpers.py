@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 import trait_lab
 import widgets as widgets_package
 
@@ -110,3 +113,62 @@ def deprecations_from_our_calls() -> Iterator[list[str]]:
     finally:
         warnings.warn = original
         library_logger.removeHandler(handler)
+
+
+# --- models, tokenizers and calibrations for tests -------------------------------------------
+
+
+def hook_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Number of forward hooks and pre-hooks on every module (to prove nothing leaked)."""
+    return {
+        name: (len(m._forward_hooks), len(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+    }
+
+
+def warm(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """Run once with output_hidden_states so HF installs its own (permanent) capture hooks."""
+    with torch.no_grad():
+        model(**batch, output_hidden_states=True)
+
+
+class FakeTokenizer:
+    """Word-hash tokenizer, right-padded with id 0 (enough for calibrate)."""
+
+    def __call__(self, texts, return_tensors="pt", padding=True):
+        rows = [[3 + sum(map(ord, w)) % 120 for w in t.split()] for t in texts]
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+# A word-level tokenizer and a hand-made calibration for projection records on tiny models
+# (trait_lab.testing.tiny_model); shared by the record, dynamics and widget tests.
+WORDS = "the a cat dog sat on mat hello world how are you fine thanks tell me joke why be brief"
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+PROMPTS = ["hello how are you", "the cat sat on the mat"]
+# Hand-made calibration: dims 3 and 7 in the top 5 of all 3 layers ("Top 5, 3+ layers").
+CALIBRATION = {
+    "candidates": [3, 7, 11],
+    "layers": [{"layer": i, "top_dims": [3, 7, 20 + i, 1, 5, 9]} for i in range(3)],
+}
+
+
+def make_tokenizer():
+    """A word-level fast tokenizer over ``WORDS`` that prepends ``<s>`` (no chat template)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS.split())}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.add_special_tokens(SPECIALS)
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        unk_token="<unk>",
+    )  # fmt: skip

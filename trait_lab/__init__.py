@@ -1,7 +1,7 @@
 """trait_lab: trait vectors for language models — extract, measure, steer, watch, compare.
 
 The public names below are importable from the top level and load their module on first use,
-so ``import trait_lab`` stays cheap and ``python -m trait_lab.models`` runs cleanly.
+so ``import trait_lab`` stays cheap (``trait-lab model fetch`` starts quickly).
 
 Example:
     >>> import trait_lab
@@ -12,70 +12,283 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load lazily
+    from trait_lab.activations import (
+        ActivationStore as ActivationStore,
+    )
+    from trait_lab.activations import (
+        capture_at_position as capture_at_position,
+    )
+    from trait_lab.activations import (
+        coefficient_for as coefficient_for,
+    )
+    from trait_lab.activations import (
+        extract_representations as extract_representations,
+    )
+    from trait_lab.activations import (
+        typical_norms as typical_norms,
+    )
+    from trait_lab.core import (
+        ActivationMetadata as ActivationMetadata,
+    )
+    from trait_lab.core import (
+        JudgeResult as JudgeResult,
+    )
+    from trait_lab.core import (
+        ModelVariant as ModelVariant,
+    )
+    from trait_lab.core import (
+        ProjectionConfig as ProjectionConfig,
+    )
+    from trait_lab.core import (
+        VectorResult as VectorResult,
+    )
+    from trait_lab.core import (
+        VectorSpec as VectorSpec,
+    )
+    from trait_lab.core import (
+        get_model_variant as get_model_variant,
+    )
+    from trait_lab.dynamics import (
+        MassiveDimCollector as MassiveDimCollector,
+    )
+    from trait_lab.dynamics import (
+        ProjectionRecord as ProjectionRecord,
+    )
+    from trait_lab.dynamics import (
+        ensure_calibration as ensure_calibration,
+    )
+    from trait_lab.dynamics import (
+        load_record as load_record,
+    )
+    from trait_lab.dynamics import (
+        research_calibration as research_calibration,
+    )
+    from trait_lab.dynamics import (
+        run_inference as run_inference,
+    )
+    from trait_lab.dynamics import (
+        trait_matrix as trait_matrix,
+    )
+    from trait_lab.extraction import (
+        METHODS as METHODS,
+    )
+    from trait_lab.extraction import (
+        extract_trait as extract_trait,
+    )
+    from trait_lab.extraction import (
+        get_method as get_method,
+    )
+    from trait_lab.extraction import (
+        run_extraction as run_extraction,
+    )
+    from trait_lab.generation import (
+        CaptureConfig as CaptureConfig,
+    )
+    from trait_lab.generation import (
+        CaptureSpec as CaptureSpec,
+    )
+    from trait_lab.generation import (
+        GenerationConfig as GenerationConfig,
+    )
+    from trait_lab.generation import (
+        GenerationResult as GenerationResult,
+    )
+    from trait_lab.generation import (
+        HookedGenerator as HookedGenerator,
+    )
+    from trait_lab.generation import (
+        LocalBackend as LocalBackend,
+    )
+    from trait_lab.generation import (
+        ProjectionSpec as ProjectionSpec,
+    )
+    from trait_lab.generation import (
+        SamplingConfig as SamplingConfig,
+    )
+    from trait_lab.generation import (
+        SteeringConfig as SteeringConfig,
+    )
+    from trait_lab.generation import (
+        SteeringSpec as SteeringSpec,
+    )
+    from trait_lab.generation import (
+        StreamToken as StreamToken,
+    )
+    from trait_lab.generation import (
+        VLLMBackend as VLLMBackend,
+    )
+    from trait_lab.generation import (
+        get_backend as get_backend,
+    )
+    from trait_lab.hooks import (
+        AblationHook as AblationHook,
+    )
+    from trait_lab.hooks import (
+        ActivationCappingHook as ActivationCappingHook,
+    )
+    from trait_lab.hooks import (
+        CaptureHook as CaptureHook,
+    )
+    from trait_lab.hooks import (
+        MultiLayerCapture as MultiLayerCapture,
+    )
+    from trait_lab.hooks import (
+        MultiLayerProjection as MultiLayerProjection,
+    )
+    from trait_lab.hooks import (
+        MultiLayerSteering as MultiLayerSteering,
+    )
+    from trait_lab.hooks import (
+        PerPositionSteeringHook as PerPositionSteeringHook,
+    )
+    from trait_lab.hooks import (
+        PerSampleSteering as PerSampleSteering,
+    )
+    from trait_lab.hooks import (
+        ProjectionHook as ProjectionHook,
+    )
+    from trait_lab.hooks import (
+        SteeringHook as SteeringHook,
+    )
+    from trait_lab.hooks import (
+        apply_edit as apply_edit,
+    )
+    from trait_lab.io import (
+        ActivationReader as ActivationReader,
+    )
+    from trait_lab.io import (
+        ActivationWriter as ActivationWriter,
+    )
+    from trait_lab.io import (
+        load_activations as load_activations,
+    )
+    from trait_lab.io import (
+        load_vector as load_vector,
+    )
+    from trait_lab.io import (
+        save_activations as save_activations,
+    )
+    from trait_lab.io import (
+        save_vector as save_vector,
+    )
+    from trait_lab.math import (
+        accuracy as accuracy,
+    )
+    from trait_lab.math import (
+        batch_cosine_similarity as batch_cosine_similarity,
+    )
+    from trait_lab.math import (
+        compute_top_pcs_by_variance as compute_top_pcs_by_variance,
+    )
+    from trait_lab.math import (
+        cosine_similarity as cosine_similarity,
+    )
+    from trait_lab.math import (
+        denoise_with_pcs as denoise_with_pcs,
+    )
+    from trait_lab.math import (
+        effect_size as effect_size,
+    )
+    from trait_lab.math import (
+        grand_mean_center as grand_mean_center,
+    )
+    from trait_lab.math import (
+        orthogonalize as orthogonalize,
+    )
+    from trait_lab.math import (
+        pairwise_cosine_matrix as pairwise_cosine_matrix,
+    )
+    from trait_lab.math import (
+        pca as pca,
+    )
+    from trait_lab.math import (
+        pca_norm_correlation as pca_norm_correlation,
+    )
+    from trait_lab.math import (
+        pearson_correlation as pearson_correlation,
+    )
+    from trait_lab.math import (
+        polarity_correct as polarity_correct,
+    )
+    from trait_lab.math import (
+        project_out_subspace as project_out_subspace,
+    )
+    from trait_lab.math import (
+        projection as projection,
+    )
+    from trait_lab.math import (
+        representational_similarity as representational_similarity,
+    )
+    from trait_lab.math import (
+        trait_clusters as trait_clusters,
+    )
+    from trait_lab.math import (
+        vector_set_comparison as vector_set_comparison,
+    )
+    from trait_lab.models import (
+        cache_keyword as cache_keyword,
+    )
+    from trait_lab.models import (
+        detect_contribution_paths as detect_contribution_paths,
+    )
+    from trait_lab.models import (
+        forward_offset as forward_offset,
+    )
+    from trait_lab.models import (
+        get_hook_path as get_hook_path,
+    )
+    from trait_lab.models import (
+        load_model as load_model,
+    )
+    from trait_lab.prompts import (
+        Position as Position,
+    )
+    from trait_lab.prompts import (
+        format_prompt as format_prompt,
+    )
+    from trait_lab.prompts import (
+        load_prompt_set as load_prompt_set,
+    )
+    from trait_lab.traits import (
+        list_traits as list_traits,
+    )
+    from trait_lab.traits import (
+        load_trait as load_trait,
+    )
+    from trait_lab.traits import (
+        validate_trait as validate_trait,
+    )
+    from trait_lab.vectors import (
+        VectorGrid as VectorGrid,
+    )
+    from trait_lab.vectors import (
+        load_selected as load_selected,
+    )
+    from trait_lab.vectors import (
+        load_vector_grid as load_vector_grid,
+    )
+    from trait_lab.vectors import (
+        select_vector as select_vector,
+    )
+    from trait_lab.vectors import (
+        select_vectors as select_vectors,
+    )
+
 _EXPORTS: dict[str, str] = {
-    # hooks
-    "AblationHook": "trait_lab.hooks",
-    "ActivationCappingHook": "trait_lab.hooks",
-    "CaptureHook": "trait_lab.hooks",
-    "MultiLayerCapture": "trait_lab.hooks",
-    "MultiLayerProjection": "trait_lab.hooks",
-    "MultiLayerSteering": "trait_lab.hooks",
-    "PerPositionSteeringHook": "trait_lab.hooks",
-    "PerSampleSteering": "trait_lab.hooks",
-    "ProjectionHook": "trait_lab.hooks",
-    "SteeringHook": "trait_lab.hooks",
-    # architectures
-    "get_hook_path": "trait_lab.architectures",
-    "detect_contribution_paths": "trait_lab.architectures",
-    # generation
-    "HookedGenerator": "trait_lab.generation",
-    "CaptureConfig": "trait_lab.generation",
-    "SteeringConfig": "trait_lab.generation",
-    "ProjectionSpec": "trait_lab.generation",
-    "SamplingConfig": "trait_lab.generation",
-    "GenerationResult": "trait_lab.generation",
-    # store
-    "ActivationStore": "trait_lab.store",
-    "extract_representations": "trait_lab.store",
-    "save_activations": "trait_lab.activation_io",
-    "load_activations": "trait_lab.activation_io",
-    "ActivationWriter": "trait_lab.activation_io",
-    "ActivationReader": "trait_lab.activation_io",
-    # models, positions, capture
-    "load_model": "trait_lab.models",
-    "capture_at_position": "trait_lab.capture",
-    "Position": "trait_lab.positions",
-    "format_prompt": "trait_lab.prompts",
-    # vector files
-    "save_vector": "trait_lab.vectors",
-    "load_vector": "trait_lab.vectors",
-    # backends and experiments
-    "LocalBackend": "trait_lab.backends",
-    "VLLMBackend": "trait_lab.backends",
-    "get_backend": "trait_lab.backends",
-    "GenerationConfig": "trait_lab.backends",
-    "SteeringSpec": "trait_lab.backends",
-    "CaptureSpec": "trait_lab.backends",
-    "get_model_variant": "trait_lab.experiments",
-    # traits, extraction, selection
-    "list_traits": "trait_lab.traits",
-    "load_trait": "trait_lab.traits",
-    "validate_trait": "trait_lab.traits",
-    "run_extraction": "trait_lab.extraction",
-    "extract_trait": "trait_lab.extraction",
-    "select_vector": "trait_lab.selection",
-    "load_vector_grid": "trait_lab.vector_sets",
-    "VectorGrid": "trait_lab.vector_sets",
-    "select_vectors": "trait_lab.selection",
-    "typical_norms": "trait_lab.scale",
-    # extraction methods
-    "get_method": "trait_lab.methods",
-    "METHODS": "trait_lab.methods",
-    # math and metrics
+    # core
+    "get_model_variant": "trait_lab.core",
+    "VectorSpec": "trait_lab.core",
+    "ProjectionConfig": "trait_lab.core",
+    "VectorResult": "trait_lab.core",
+    "JudgeResult": "trait_lab.core",
+    "ModelVariant": "trait_lab.core",
+    "ActivationMetadata": "trait_lab.core",
+    # math
     "projection": "trait_lab.math",
     "cosine_similarity": "trait_lab.math",
     "batch_cosine_similarity": "trait_lab.math",
@@ -94,13 +307,78 @@ _EXPORTS: dict[str, str] = {
     "effect_size": "trait_lab.math",
     "polarity_correct": "trait_lab.math",
     "pearson_correlation": "trait_lab.math",
-    # types
-    "VectorSpec": "trait_lab.types",
-    "ProjectionConfig": "trait_lab.types",
-    "VectorResult": "trait_lab.types",
-    "JudgeResult": "trait_lab.types",
-    "ModelVariant": "trait_lab.types",
-    "ActivationMetadata": "trait_lab.types",
+    # io
+    "save_activations": "trait_lab.io",
+    "load_activations": "trait_lab.io",
+    "ActivationWriter": "trait_lab.io",
+    "ActivationReader": "trait_lab.io",
+    "save_vector": "trait_lab.io",
+    "load_vector": "trait_lab.io",
+    # models
+    "get_hook_path": "trait_lab.models",
+    "detect_contribution_paths": "trait_lab.models",
+    "load_model": "trait_lab.models",
+    "cache_keyword": "trait_lab.models",
+    "forward_offset": "trait_lab.models",
+    # hooks
+    "apply_edit": "trait_lab.hooks",
+    "AblationHook": "trait_lab.hooks",
+    "ActivationCappingHook": "trait_lab.hooks",
+    "CaptureHook": "trait_lab.hooks",
+    "MultiLayerCapture": "trait_lab.hooks",
+    "MultiLayerProjection": "trait_lab.hooks",
+    "MultiLayerSteering": "trait_lab.hooks",
+    "PerPositionSteeringHook": "trait_lab.hooks",
+    "PerSampleSteering": "trait_lab.hooks",
+    "ProjectionHook": "trait_lab.hooks",
+    "SteeringHook": "trait_lab.hooks",
+    # prompts
+    "Position": "trait_lab.prompts",
+    "format_prompt": "trait_lab.prompts",
+    "load_prompt_set": "trait_lab.prompts",
+    # traits
+    "list_traits": "trait_lab.traits",
+    "load_trait": "trait_lab.traits",
+    "validate_trait": "trait_lab.traits",
+    # generation
+    "HookedGenerator": "trait_lab.generation",
+    "CaptureConfig": "trait_lab.generation",
+    "SteeringConfig": "trait_lab.generation",
+    "ProjectionSpec": "trait_lab.generation",
+    "SamplingConfig": "trait_lab.generation",
+    "GenerationResult": "trait_lab.generation",
+    "LocalBackend": "trait_lab.generation",
+    "VLLMBackend": "trait_lab.generation",
+    "get_backend": "trait_lab.generation",
+    "GenerationConfig": "trait_lab.generation",
+    "SteeringSpec": "trait_lab.generation",
+    "CaptureSpec": "trait_lab.generation",
+    "StreamToken": "trait_lab.generation",
+    # activations
+    "ActivationStore": "trait_lab.activations",
+    "extract_representations": "trait_lab.activations",
+    "capture_at_position": "trait_lab.activations",
+    "typical_norms": "trait_lab.activations",
+    "coefficient_for": "trait_lab.activations",
+    # extraction
+    "run_extraction": "trait_lab.extraction",
+    "extract_trait": "trait_lab.extraction",
+    "get_method": "trait_lab.extraction",
+    "METHODS": "trait_lab.extraction",
+    # vectors
+    "select_vector": "trait_lab.vectors",
+    "load_vector_grid": "trait_lab.vectors",
+    "VectorGrid": "trait_lab.vectors",
+    "select_vectors": "trait_lab.vectors",
+    "load_selected": "trait_lab.vectors",
+    # dynamics
+    "ensure_calibration": "trait_lab.dynamics",
+    "trait_matrix": "trait_lab.dynamics",
+    "run_inference": "trait_lab.dynamics",
+    "load_record": "trait_lab.dynamics",
+    "ProjectionRecord": "trait_lab.dynamics",
+    "research_calibration": "trait_lab.dynamics",
+    "MassiveDimCollector": "trait_lab.dynamics",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,20 +1,38 @@
-"""Command line: ``python -m trait_lab extract --trait optimism``, ``… calibrate [--prompt-set S]``.
+"""The one command line: ``trait-lab …`` (also ``python -m trait_lab …``).
+
+* ``trait-lab extract --trait optimism`` — extract a trait's vectors for an experiment;
+* ``trait-lab calibrate [--prompt-set S]`` — find massive dims;
+* ``trait-lab model fetch | info`` — prepare the embedded default model, list the cache.
 
 Example:
-    >>> main(["extract", "--help"])  # doctest: +SKIP
+    >>> main(["model", "--help"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 
-from trait_lab.methods import METHODS
+from trait_lab.core.experiments import load_experiment_config
+from trait_lab.dynamics.calibration import ensure_calibration, research_calibration
+from trait_lab.extraction.methods import METHODS
+from trait_lab.extraction.pipeline import run_extraction
+from trait_lab.models.cache import (
+    DEFAULT_DIST,
+    ChecksumError,
+    ModelNotFoundError,
+    cache_entries,
+    cache_root,
+    installed_default_gguf,
+)
+from trait_lab.models.loading import DEFAULT_MODEL, fetch_default_model, load_model
+
+PROG = "trait-lab"
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from trait_lab.extraction import run_extraction
-
     summary = run_extraction(
         args.experiment,
         args.trait,
@@ -37,10 +55,6 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from trait_lab.calibration import ensure_calibration, research_calibration
-    from trait_lab.experiments import load_experiment_config
-    from trait_lab.models import load_model
-
     variant = load_experiment_config(args.experiment).variant(args.variant)
     model, tokenizer = load_model(variant.model)
     if args.prompt_set is None:
@@ -63,9 +77,44 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m trait_lab")
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def _model_fetch(args: argparse.Namespace) -> int:
+    root = cache_root(args.cache_dir)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    start = time.perf_counter()
+    try:
+        folder = fetch_default_model(root, local_files_only=args.offline)
+        prepared = time.perf_counter() - start
+        start = time.perf_counter()
+        load_model(cache_dir=root, local_files_only=True)
+    except (ModelNotFoundError, ChecksumError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    loaded = time.perf_counter() - start
+    print(f"{DEFAULT_MODEL} ready in {folder}")
+    print(f"prepared in {prepared:.1f} s; loads in {loaded:.1f} s")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    root = cache_root(args.cache_dir)
+    print(f"cache: {root}")
+    entries = cache_entries(root)
+    for entry in entries:
+        status = "ok" if entry["problem"] is None else f"INVALID: {entry['problem']}"
+        desc = ", ".join(x for x in (entry["source"], _fmt_bytes(entry["bytes"]), status) if x)
+        print(f"  {entry['kind']:5} {entry['path']}  ({desc})")
+    if not entries:
+        print(f"  (empty; run `{PROG} model fetch`)")
+    print(f"installed {DEFAULT_DIST} wheel: {installed_default_gguf() or 'no'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Trait vectors for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     extract = sub.add_parser("extract", help="extract a trait's vectors for an experiment")
     extract.add_argument("--experiment", default="default")
@@ -87,7 +136,21 @@ def main(argv: list[str] | None = None) -> int:
         "--prompt-set", default=None, help="research mode: a built-in set name or a .txt file"
     )
     calibrate.set_defaults(run=_calibrate)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    model = sub.add_parser("model", help="prepare the default model or list the model cache")
+    model_sub = model.add_subparsers(dest="action", required=True)
+    fetch = model_sub.add_parser("fetch", help="prepare the default model (fetch, convert, verify)")
+    fetch.add_argument("--offline", action="store_true", help="never download")
+    fetch.set_defaults(run=_model_fetch)
+    info = model_sub.add_parser("info", help="list what is cached")
+    info.set_defaults(run=_model_info)
+    for command in (fetch, info):
+        command.add_argument("--cache-dir", help="cache folder (default $TRAIT_LAB_CACHE)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the subcommand; returns the exit code."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.run(args))
     except (ValueError, FileNotFoundError, OSError) as exc:

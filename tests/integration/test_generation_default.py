@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_lab.generation import CaptureConfig, HookedGenerator, SteeringConfig
+from trait_lab.generation.generator import CaptureConfig, HookedGenerator, SteeringConfig
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import hook_counts
+from tests.helpers import hook_counts
 from trait_lab.hooks import (
     AblationHook,
     ActivationCappingHook,

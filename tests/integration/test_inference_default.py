@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from trait_lab.cleaning import apply_mode
-from trait_lab.inference import records_dir, run_inference
-from trait_lab.projection_records import load_record
+from trait_lab.dynamics.cleaning import apply_mode
+from trait_lab.dynamics.inference import records_dir, run_inference
+from trait_lab.dynamics.records import load_record
 
 pytestmark = pytest.mark.integration
 
@@ -77,8 +77,8 @@ def test_cleaning_removes_the_first_token_massive_dims(run) -> None:
 
 
 def test_first_run_calibrated_passively_from_its_own_prompts(run, default_model) -> None:
-    from trait_lab.calibration import ensure_calibration
-    from trait_lab.massive import calibration_path, load_calibration
+    from trait_lab.dynamics.calibration import ensure_calibration
+    from trait_lab.dynamics.massive import calibration_path, load_calibration
 
     root, _, _ = run
     model, tokenizer = default_model

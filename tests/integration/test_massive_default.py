@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from trait_lab.calibration import calibrate, ensure_calibration
-from trait_lab.cleaning import clean_norms, clean_projection, dims_to_clean
+from trait_lab.dynamics.calibration import calibrate, ensure_calibration
+from trait_lab.dynamics.cleaning import clean_norms, clean_projection, dims_to_clean
+from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, load_calibration
 from trait_lab.hooks import MultiLayerCapture
-from trait_lab.massive import NEUTRAL_PROMPTS, load_calibration
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_lab.capture import capture_at_position
-from trait_lab.traits import list_traits, load_trait, validate_trait
+from trait_lab.activations.capture import capture_at_position
+from trait_lab.traits.dataset import list_traits, load_trait, validate_trait
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_lab.backends import GenerationConfig, LocalBackend, SteeringSpec
+from trait_lab.activations.norms import typical_norms
+from trait_lab.generation.backends import GenerationConfig, LocalBackend, SteeringSpec
 from trait_lab.hooks import MultiLayerCapture, SteeringHook
-from trait_lab.scale import typical_norms
-from widgets.steering_panel import SteeringPanel
+from widgets.steering.panel import SteeringPanel
 
 pytestmark = pytest.mark.integration
 LAYER = 12
@@ -64,7 +64,7 @@ def test_slider_value_gives_the_library_text_for_that_coefficient(panel, backend
 
 
 def panel_prompts() -> list[str]:
-    from trait_lab.prompt_sets import load_prompt_set
+    from trait_lab.prompts.prompt_sets import load_prompt_set
 
     return load_prompt_set("neutral")[:16]
 

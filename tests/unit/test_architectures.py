@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from trait_lab.architectures import (
+from trait_lab.hooks import MultiLayerCapture
+from trait_lab.models.architectures import (
     ARCHITECTURES,
     COMPONENTS,
     detect_contribution_paths,
@@ -15,7 +16,6 @@ from trait_lab.architectures import (
     get_module,
     n_layers,
 )
-from trait_lab.hooks import MultiLayerCapture
 from trait_lab.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model
 
 

@@ -1,4 +1,4 @@
-"""trait_lab.atomic: a failed write leaves the old file intact and no temporary file behind."""
+"""trait_lab.core.atomic: a failed write leaves the old file intact and no temporary file behind."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from trait_lab.atomic import TEMP_GLOB, atomic_write, atomic_write_json, atomic_write_text
+from trait_lab.core.atomic import TEMP_GLOB, atomic_write, atomic_write_json, atomic_write_text
 
 
 def names(folder: Path) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import make_tokenizer
-from trait_lab.backends import GenerationConfig, LocalBackend, SteeringSpec
+from tests.helpers import make_tokenizer
+from trait_lab.generation.backends import GenerationConfig, LocalBackend, SteeringSpec
 from trait_lab.testing import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,7 +1,7 @@
 """capture_at_position and prompt formatting on tiny random models with a tiny word tokenizer.
 
 Ground truth: every sample run ALONE (no padding) with ``output_hidden_states=True``; the
-indices it is read at come from plain Python slicing, not from trait_lab.positions.
+indices it is read at come from plain Python slicing, not from trait_lab.prompts.positions.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import hook_counts
-from trait_lab.capture import capture_at_position
-from trait_lab.prompts import chat_spans, encode_text, format_prompt, to_messages
+from tests.helpers import hook_counts
+from trait_lab.activations.capture import capture_at_position
+from trait_lab.prompts.formatting import chat_spans, encode_text, format_prompt, to_messages
 from trait_lab.testing import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trait_lab.cleaning import (
+from trait_lab.dynamics.cleaning import (
     CLEAN_OPTIONS,
     apply_mode,
     center,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import CALIBRATION, PROMPTS, make_tokenizer
-from trait_lab.cleaning import apply_mode, center, smooth
-from trait_lab.dynamics import trait_matrix
-from trait_lab.inference import project_prompts
+from tests.helpers import CALIBRATION, PROMPTS, make_tokenizer
+from trait_lab.dynamics.cleaning import apply_mode, center, smooth
+from trait_lab.dynamics.inference import project_prompts
+from trait_lab.dynamics.matrix import trait_matrix
 from trait_lab.testing import tiny_model
 
 

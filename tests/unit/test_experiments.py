@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trait_lab.backends import GenerationConfig, LocalBackend, VLLMBackend
-from trait_lab.experiments import experiments_root, get_model_variant, load_experiment_config
+from trait_lab.core.experiments import experiments_root, get_model_variant, load_experiment_config
+from trait_lab.generation.backends import GenerationConfig, LocalBackend, VLLMBackend
 from trait_lab.testing import tiny_model
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import hook_counts, warm
-from trait_lab.generation import (
+from tests.helpers import hook_counts, warm
+from trait_lab.generation.generator import (
     CaptureConfig,
     HookedGenerator,
     ProjectionSpec,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import hook_counts, warm
+from tests.helpers import hook_counts, warm
 from trait_lab.hooks import (
     AblationHook,
     ActivationCappingHook,

@@ -13,10 +13,10 @@ import torch
 from transformers import DynamicCache
 
 from tests.helpers import deprecations_from_our_calls
-from trait_lab.architectures import get_hook_path
-from trait_lab.generation import HookedGenerator
+from trait_lab.generation.generator import HookedGenerator
 from trait_lab.hooks import PerPositionSteeringHook
-from trait_lab.kv_cache import (
+from trait_lab.models.architectures import get_hook_path
+from trait_lab.models.kv_cache import (
     CachePositionError,
     cache_keyword,
     cache_length,
@@ -143,7 +143,7 @@ def test_hooked_generator_passes_no_deprecated_cache_keyword(monkeypatch) -> Non
     with deprecations_from_our_calls() as found:
         HookedGenerator(model).generate(batch["input_ids"], max_new_tokens=2)
     assert found == []
-    monkeypatch.setattr("trait_lab.generation.cache_keyword", lambda m: "past_key_values")
+    monkeypatch.setattr("trait_lab.generation.generator.cache_keyword", lambda m: "past_key_values")
     with deprecations_from_our_calls() as found:
         HookedGenerator(model).generate(batch["input_ids"], max_new_tokens=2)
     assert any("past_key_values" in line for line in found), found

@@ -9,35 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-import trait_lab.calibration as calibration_module
-import trait_lab.massive as massive
-from tests.conftest import hook_counts, warm
-from trait_lab.atomic import TEMP_GLOB
-from trait_lab.calibration import calibrate, ensure_calibration, passive_collector
-from trait_lab.hooks import MultiLayerCapture
-from trait_lab.hooks._base import register_tensor_hook
-from trait_lab.massive import (
+import trait_lab.dynamics.calibration as calibration_module
+import trait_lab.dynamics.massive as massive
+from tests.helpers import FakeTokenizer, hook_counts, warm
+from trait_lab.core.atomic import TEMP_GLOB
+from trait_lab.dynamics.calibration import calibrate, ensure_calibration, passive_collector
+from trait_lab.dynamics.massive import (
     NEUTRAL_PROMPTS,
     CalibrationError,
     MassiveDimCollector,
     calibration_path,
     load_calibration,
 )
+from trait_lab.hooks import MultiLayerCapture
+from trait_lab.hooks.base import register_tensor_hook
+from trait_lab.models.identity import model_name
 from trait_lab.testing import tiny_batch, tiny_model
-
-
-class FakeTokenizer:
-    """Word-hash tokenizer, right-padded with id 0 (enough for calibrate)."""
-
-    def __call__(self, texts, return_tensors="pt", padding=True):
-        rows = [[3 + sum(map(ord, w)) % 120 for w in t.split()] for t in texts]
-        width = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +179,7 @@ class TestEnsure:
         path = calibration_path("exp", "inst", root=tmp_path)
         path.parent.mkdir(parents=True)
         path.write_text('{"schema": "trait_lab.massive_calibration", "schema_ver')
-        with caplog.at_level(logging.WARNING, logger="trait_lab.massive"):
+        with caplog.at_level(logging.WARNING, logger="trait_lab.dynamics.massive"):
             record = ensure_calibration(model, FakeTokenizer(), "exp", "inst", root=tmp_path)
         assert "corrupt" in caplog.text and str(path) in caplog.text
         assert load_calibration(path) == record
@@ -201,10 +188,10 @@ class TestEnsure:
         path = calibration_path("exp", "inst", root=tmp_path)
         other = tiny_model("gpt2")
         ensure_calibration(other, FakeTokenizer(), "exp", "inst", root=tmp_path)
-        with caplog.at_level(logging.WARNING, logger="trait_lab.massive"):
+        with caplog.at_level(logging.WARNING, logger="trait_lab.dynamics.massive"):
             ensure_calibration(model, FakeTokenizer(), "exp", "inst", root=tmp_path)
         assert "was made for" in caplog.text
-        assert load_calibration(path)["model"] == massive._model_id(model)
+        assert load_calibration(path)["model"] == model_name(model)
 
 
 def test_passive_collector_runs_once_then_skips(model, tmp_path, caplog) -> None:
@@ -218,7 +205,7 @@ def test_passive_collector_runs_once_then_skips(model, tmp_path, caplog) -> None
         passive_collector(model, "exp", "inst", root=tmp_path), MassiveDimCollector
     )
     path.write_text("{}")
-    with caplog.at_level(logging.WARNING, logger="trait_lab.massive"):
+    with caplog.at_level(logging.WARNING, logger="trait_lab.dynamics.massive"):
         again = passive_collector(model, "exp", "inst", root=tmp_path)
     assert isinstance(again, MassiveDimCollector) and "missing keys" in caplog.text
 

@@ -15,9 +15,9 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.decomposition import PCA
 from sklearn.metrics.pairwise import cosine_similarity as sk_cosine
 
-import trait_lab.geometry
-import trait_lab.math
-import trait_lab.metrics
+import trait_lab.math.geometry
+import trait_lab.math.linalg
+import trait_lab.math.metrics
 from trait_lab.math import (
     batch_cosine_similarity,
     compute_top_pcs_by_variance,
@@ -371,14 +371,17 @@ def test_errors_name_the_problem(call: Callable[[], Any], error: type, message: 
         call()
 
 
-@pytest.mark.parametrize("module", [trait_lab.math, trait_lab.geometry, trait_lab.metrics])
+@pytest.mark.parametrize(
+    "module", [trait_lab.math.linalg, trait_lab.math.geometry, trait_lab.math.metrics]
+)
 def test_docstring_examples(module: Any) -> None:
     failed, attempted = doctest.testmod(module)
     assert attempted > 0 and failed == 0
 
 
-def test_math_reexports_geometry_and_metrics() -> None:
+def test_math_package_serves_linalg_geometry_and_metrics() -> None:
     for name in trait_lab.math.__all__:
-        assert callable(getattr(trait_lab.math, name))
-    assert trait_lab.math.effect_size is trait_lab.metrics.effect_size
-    assert trait_lab.math.trait_clusters is trait_lab.geometry.trait_clusters
+        assert getattr(trait_lab.math, name) is not None
+    assert trait_lab.math.effect_size is trait_lab.math.metrics.effect_size
+    assert trait_lab.math.trait_clusters is trait_lab.math.geometry.trait_clusters
+    assert trait_lab.math.projection is trait_lab.math.linalg.projection

@@ -14,8 +14,8 @@ import torch
 from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_lw
 from sklearn.linear_model import LogisticRegression
 
-from trait_lab.methods import METHODS, MethodResult, get_method, ledoit_wolf_shrinkage
-from trait_lab.rfm import _fit_candidate
+from trait_lab.extraction.methods import METHODS, MethodResult, get_method, ledoit_wolf_shrinkage
+from trait_lab.extraction.rfm import _fit_candidate
 
 ORIENTED = ("mean_diff", "probe", "gradient", "rfm")
 

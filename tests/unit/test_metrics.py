@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
-from trait_lab.metrics import accuracy, effect_size, pearson_correlation, polarity_correct
+from trait_lab.math.metrics import accuracy, effect_size, pearson_correlation, polarity_correct
 
 
 def cohens_d(pos: np.ndarray, neg: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Fast tests of trait_lab.models: no hub, no default model; GGUF conversion is faked."""
+"""Fast tests of trait_lab.models.loading: no hub, no default model; GGUF conversion is faked."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from trait_lab import _model_cache as cache
-from trait_lab.models import (
+import trait_lab.models.cache as cache
+from trait_lab.cli import main
+from trait_lab.models.loading import (
     ChecksumError,
     ModelNotFoundError,
     cache_root,
     default_model_path,
     load_model,
-    main,
 )
 from trait_lab.testing import tiny_model
 
@@ -347,7 +347,7 @@ class TestGgufCache:
         def broken(*args, **kwargs):
             raise ModuleNotFoundError("broken environment")
 
-        monkeypatch.setattr("trait_lab.models._from_pretrained", broken)
+        monkeypatch.setattr("trait_lab.models.loading._from_pretrained", broken)
         with pytest.raises(ModuleNotFoundError):
             load_model(fake_gguf)
         assert cache.cache_problem(folder) is None and len(fake_convert) == 1
@@ -390,15 +390,15 @@ class TestGgufCache:
 
 class TestCli:
     def test_info_empty(self, tmp_path, capsys):
-        assert main(["--cache-dir", str(tmp_path / "c"), "info"]) == 0
+        assert main(["model", "info", "--cache-dir", str(tmp_path / "c")]) == 0
         out = capsys.readouterr().out
         assert str(tmp_path / "c") in out and "fetch" in out
 
     def test_info_lists_models(self, fake_gguf, fake_convert, capsys):
         load_model(fake_gguf)
-        assert main(["info"]) == 0
+        assert main(["model", "info"]) == 0
         assert "Fake-Model.Q4_0.gguf" in capsys.readouterr().out
 
     def test_fetch_offline_without_source(self, tmp_path, capsys):
-        assert main(["--cache-dir", str(tmp_path / "c"), "fetch", "--offline"]) == 1
+        assert main(["model", "fetch", "--cache-dir", str(tmp_path / "c"), "--offline"]) == 1
         assert "local_files_only=True" in capsys.readouterr().err

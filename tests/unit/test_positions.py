@@ -9,7 +9,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from trait_lab.positions import FRAMES, Position, TurnSpan, resolve_batch
+from trait_lab.prompts.positions import FRAMES, Position, TurnSpan, resolve_batch
 
 # ---------------------------------------------------------------------- strategies
 

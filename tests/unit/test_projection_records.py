@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CALIBRATION, PROMPTS, make_tokenizer
-from trait_lab.calibration import calibrate
-from trait_lab.inference import project_prompts
-from trait_lab.projection_records import (
+from tests.helpers import CALIBRATION, PROMPTS, make_tokenizer
+from trait_lab.core.types import ProjectionConfig, VectorSpec
+from trait_lab.dynamics.calibration import calibrate
+from trait_lab.dynamics.inference import project_prompts
+from trait_lab.dynamics.records import (
     SCHEMA_VERSION,
     ProjectionRecord,
     RecordError,
     load_record,
 )
 from trait_lab.testing import tiny_model
-from trait_lab.types import ProjectionConfig, VectorSpec
 
 LAYERS = (0, 1)
 
@@ -82,7 +82,7 @@ class TestProjections:
 
     @pytest.mark.parametrize("option", ["Top 5, 3+ layers", "All candidates", "No cleaning"])
     def test_cleaned_equals_zeroed_activations(self, setup, records, option) -> None:
-        from trait_lab.cleaning import dims_to_clean
+        from trait_lab.dynamics.cleaning import dims_to_clean
 
         model, tok, vectors = setup
         dims = dims_to_clean(CALIBRATION, option)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_massive import FakeTokenizer
-from trait_lab.calibration import research_calibration
-from trait_lab.massive import NEUTRAL_PROMPTS, calibration_path, load_calibration
-from trait_lab.prompt_sets import list_prompt_sets, load_prompt_set
+from tests.helpers import FakeTokenizer
+from trait_lab.dynamics.calibration import research_calibration
+from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, calibration_path, load_calibration
+from trait_lab.prompts.prompt_sets import list_prompt_sets, load_prompt_set
 from trait_lab.testing import tiny_model
 
 

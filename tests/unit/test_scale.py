@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_lab.scale import coefficient_for, typical_norms
+from trait_lab.activations.norms import coefficient_for, typical_norms
 from trait_lab.testing import tiny_batch, tiny_model
 
 

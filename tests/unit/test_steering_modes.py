@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_lab.generation import HookedGenerator
-from trait_lab.generation_types import STEERING_MODES, SteeringConfig
+from trait_lab.generation.configs import STEERING_MODES, SteeringConfig
+from trait_lab.generation.generator import HookedGenerator
 from trait_lab.hooks import (
     AblationHook,
     ActivationCappingHook,

@@ -1,4 +1,4 @@
-"""Tests for trait_lab.store and trait_lab.activation_io.
+"""Tests for trait_lab.activations.store and trait_lab.io.
 
 Ground truth is independent of the hooks: HF's ``output_hidden_states`` (``hidden_states[i + 1]``
 is decoder layer ``i``'s output for all but the last layer; the last entry is the final norm's
@@ -16,14 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from trait_lab.activation_io import (
+from trait_lab.activations import ActivationStore, extract_representations
+from trait_lab.hooks import AblationHook, SteeringHook
+from trait_lab.io import (
     ActivationReader,
     ActivationWriter,
     load_activations,
     save_activations,
 )
-from trait_lab.hooks import AblationHook, SteeringHook
-from trait_lab.store import ActivationStore, extract_representations
 from trait_lab.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -413,9 +413,7 @@ class TestSaveLoad:
         if suffix == ".npz":
             monkeypatch.setattr(np.lib.format, "write_array", half_write)
         else:
-            import safetensors.torch
-
-            monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+            monkeypatch.setattr("trait_lab.io.activations.save_file", half_write)
         with pytest.raises(OSError, match="disk full"):
             save_activations({"h": torch.ones(3)}, path)
         monkeypatch.undo()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trait_lab.traits import (
+from trait_lab.traits.dataset import (
     Problem,
     TraitFormatError,
     list_traits,

@@ -1,4 +1,4 @@
-"""Tests for trait_lab.types: validation, dict round trips and atomic JSON files."""
+"""Tests for trait_lab.core.types: validation, dict round trips and atomic JSON files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import trait_lab.types as tt
-from trait_lab.types import (
+import trait_lab.core.types as tt
+from trait_lab.core.types import (
     COMPONENTS,
     SCHEMA_VERSION,
     ActivationMetadata,

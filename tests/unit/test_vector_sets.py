@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from trait_lab.extraction_outputs import extraction_dir, vector_path
-from trait_lab.vector_sets import VectorGrid, load_vector_grid
-from trait_lab.vectors import save_vector
+from trait_lab.extraction.outputs import extraction_dir, vector_path
+from trait_lab.io.vectors import save_vector
+from trait_lab.vectors.grids import VectorGrid, load_vector_grid
 
 TRAITS = ("joy", "calm", "rage")
 METHODS = ("probe", "mean_diff", "random_baseline")  # on-disk order differs from METHODS order
@@ -47,7 +47,7 @@ class TestLoad:
         grid = _load(tmp_path, traits=["rage", "joy"])
         assert grid.traits == ["rage", "joy"]
         assert grid.layers == [0, 2, 5]
-        assert grid.methods == ["mean_diff", "probe"]  # trait_lab.methods.METHODS order
+        assert grid.methods == ["mean_diff", "probe"]  # trait_lab.extraction.methods.METHODS order
         assert grid.keys[:3] == (
             ("rage", 0, "mean_diff"),
             ("rage", 0, "probe"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trait_lab.vectors import load_vector, save_vector
+from trait_lab.io.vectors import load_vector, save_vector
 
 
 class Payload:
@@ -62,7 +62,7 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Monk
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", broken)
+    monkeypatch.setattr("trait_lab.io.vectors.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         save_vector(torch.zeros(4), path)
     assert path.read_bytes() == before

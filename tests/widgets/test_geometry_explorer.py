@@ -13,9 +13,9 @@ from sklearn.decomposition import PCA
 
 from tests.helpers import html_title
 from trait_lab.math import representational_similarity, trait_clusters
-from trait_lab.vector_sets import VectorGrid
-from widgets.export import find_chromium
-from widgets.geometry_explorer import GeometryExplorer
+from trait_lab.vectors.grids import VectorGrid
+from widgets.common.export import find_chromium
+from widgets.geometry.explorer import GeometryExplorer
 
 TRAITS = ("joy", "calm", "rage", "fear")
 LAYERS = (4, 8, 12)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from widgets.runner import LatestRunner
-from widgets.steering_targets import build_specs, steering_targets
+from widgets.common.runner import LatestRunner
+from widgets.steering.targets import build_specs, steering_targets
 
 N, H = 6, 8
 

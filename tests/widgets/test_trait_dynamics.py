@@ -1,6 +1,6 @@
 """TraitDynamics shows exactly what trait_matrix computes, for every control setting.
 
-Ground truth: :func:`trait_lab.dynamics.trait_matrix` called with the same arguments, and for
+Ground truth: :func:`trait_lab.dynamics.matrix.trait_matrix` called with the same arguments, and for
 the massive-dim record an independent numpy computation on the activations it was built from.
 Records come from tiny random models (``trait_lab.testing.tiny_model``).
 """
@@ -15,16 +15,15 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from tests.conftest import CALIBRATION, PROMPTS, make_tokenizer
-from tests.helpers import html_title
-from trait_lab.cleaning import CLEAN_OPTIONS, MODES, dims_to_clean
-from trait_lab.dynamics import trait_matrix
-from trait_lab.inference import project_prompts
-from trait_lab.projection_records import RecordError, build_record
+from tests.helpers import CALIBRATION, PROMPTS, html_title, make_tokenizer
+from trait_lab.dynamics.cleaning import CLEAN_OPTIONS, MODES, dims_to_clean
+from trait_lab.dynamics.inference import project_prompts
+from trait_lab.dynamics.matrix import trait_matrix
+from trait_lab.dynamics.records import RecordError, build_record
 from trait_lab.testing import tiny_model
-from widgets.dynamics_figures import dynamics_figure, read, record_label, token_labels
-from widgets.export import find_chromium
-from widgets.trait_dynamics import TraitDynamics
+from widgets.common.export import find_chromium
+from widgets.dynamics.figures import dynamics_figure, read, record_label, token_labels
+from widgets.dynamics.view import TraitDynamics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,9 +13,10 @@ Example:
     3
 """
 
-from trait_lab.hooks._base import HookContext, PositionTracker, as_vector, resolve_target
+from trait_lab.hooks.base import HookContext, PositionTracker, as_vector, resolve_target
 from trait_lab.hooks.capture import CaptureHook, MultiLayerCapture
 from trait_lab.hooks.directional import AblationHook, ActivationCappingHook
+from trait_lab.hooks.edits import MODES, Mode, apply_edit
 from trait_lab.hooks.projection import MultiLayerProjection, ProjectionHook
 from trait_lab.hooks.steering import (
     CompositeHook,
@@ -26,11 +27,13 @@ from trait_lab.hooks.steering import (
 )
 
 __all__ = [
+    "MODES",
     "AblationHook",
     "ActivationCappingHook",
     "CaptureHook",
     "CompositeHook",
     "HookContext",
+    "Mode",
     "MultiLayerCapture",
     "MultiLayerProjection",
     "MultiLayerSteering",
@@ -39,6 +42,7 @@ __all__ = [
     "PositionTracker",
     "ProjectionHook",
     "SteeringHook",
+    "apply_edit",
     "as_vector",
     "resolve_target",
 ]

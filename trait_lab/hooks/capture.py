@@ -20,8 +20,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trait_lab.architectures import COMPONENTS, n_layers, resolve_layers
-from trait_lab.hooks._base import HookContext, Target, register_tensor_hook, resolve_target
+from trait_lab.hooks.base import HookContext, Target, register_tensor_hook, resolve_target
+from trait_lab.models.architectures import COMPONENTS, n_layers, resolve_layers
 
 
 class _Recorder:
@@ -61,7 +61,7 @@ class CaptureHook(HookContext):
         model: any torch module (an HF causal LM for layer indices).
         target: a layer index (with ``component``) or a module path such as ``"model.layers.3"``
             (``":input"`` suffix for a module's input).
-        component: one of ``trait_lab.architectures.COMPONENTS`` when ``target`` is an int.
+        component: one of ``trait_lab.models.architectures.COMPONENTS`` when ``target`` is an int.
         to_cpu: move captures to CPU as they arrive (default keeps them on the model's device).
         dtype: cast captures to this dtype (e.g. ``torch.float32`` for a bf16 model).
 

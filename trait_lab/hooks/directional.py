@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from trait_lab.hooks._base import (
+from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
     Target,

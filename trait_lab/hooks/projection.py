@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trait_lab.architectures import n_layers
-from trait_lab.hooks._base import (
+from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
     Target,
@@ -33,9 +32,10 @@ from trait_lab.hooks._base import (
     register_tensor_hook,
     resolve_target,
 )
+from trait_lab.models.architectures import n_layers
 
 
-def _as_matrix(vectors: VectorLike | Iterable[VectorLike], width: int | None) -> torch.Tensor:
+def unit_matrix(vectors: VectorLike | Iterable[VectorLike], width: int | None) -> torch.Tensor:
     """Unit rows, ``[K, hidden]``; a single vector gives ``[1, hidden]``."""
     if isinstance(vectors, (torch.Tensor, np.ndarray)) and vectors.ndim == 2:
         rows = list(vectors)
@@ -117,8 +117,8 @@ class ProjectionHook(HookContext):
     ) -> None:
         super().__init__(model)
         self.path = resolve_target(model, target, component)
-        matrix = _as_matrix(vector, expected_width(model, self.path))
-        squeeze = _is_single(vector)
+        matrix = unit_matrix(vector, expected_width(model, self.path))
+        squeeze = is_single_vector(vector)
         self._projector = _Projector(self.path, matrix, squeeze, to_cpu)
 
     def _attach(self) -> None:
@@ -136,7 +136,7 @@ class ProjectionHook(HookContext):
         self._projector.clear()
 
 
-def _is_single(vector: object) -> bool:
+def is_single_vector(vector: object) -> bool:
     if isinstance(vector, (torch.Tensor, np.ndarray)):
         return vector.ndim == 1
     return isinstance(vector, (list, tuple)) and bool(vector) and not hasattr(vector[0], "__len__")
@@ -170,9 +170,9 @@ class MultiLayerProjection(HookContext):
         self._projectors: dict[int, _Projector] = {}
         for layer, vectors in vectors_by_layer.items():
             path = resolve_target(model, layer, component)
-            matrix = _as_matrix(vectors, expected_width(model, path))
+            matrix = unit_matrix(vectors, expected_width(model, path))
             self._projectors[int(layer) % count] = _Projector(
-                path, matrix, _is_single(vectors), to_cpu
+                path, matrix, is_single_vector(vectors), to_cpu
             )
 
     def _attach(self) -> None:

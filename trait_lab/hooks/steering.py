@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from trait_lab.hooks._base import (
+from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
     PositionTracker,

@@ -1,0 +1,303 @@
+"""Capture activations at a position-DSL slice, for many prompts, in left-padded batches.
+
+Example:
+    >>> from trait_lab.models.loading import load_model
+    >>> model, tok = load_model()  # doctest: +SKIP
+    >>> prompts = ["Hi", "Tell me a joke"]
+    >>> acts = capture_at_position(model, tok, prompts, layers=[6, 12])  # doctest: +SKIP
+    >>> acts.shape  # doctest: +SKIP
+    torch.Size([2, 2, 576])
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from trait_lab.hooks import MultiLayerCapture
+from trait_lab.models.architectures import resolve_layers
+from trait_lab.prompts.formatting import (
+    PromptLike,
+    chat_spans,
+    encode_text,
+    format_prompt,
+    uses_chat_template,
+)
+from trait_lab.prompts.positions import Position, Span, TurnSpan
+
+POOLS: tuple[str, ...] = ("mean", "first", "last", "none")
+
+
+def capture_at_position(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[PromptLike],
+    layers: int | Iterable[int] | None,
+    position: str | Position = "prompt[-1]",
+    pool: str = "mean",
+    *,
+    responses: Sequence[str] | None = None,
+    pre_formatted: bool = False,
+    system: str | None = None,
+    component: str = "residual",
+    batch_size: int = 8,
+    use_chat_template: bool | None = None,
+) -> torch.Tensor | list[torch.Tensor]:
+    """Run prompts through the model and return activations at a position, pooled per prompt.
+
+    Each prompt is formatted with :func:`~trait_lab.prompts.formatting.format_prompt` (chat template
+    with the assistant header when the tokenizer has one) unless ``pre_formatted=True``; a response,
+    when given, is tokenized on its own (no special tokens) and appended, so the prompt/response
+    boundary is exact. Batches are left-padded with explicit ``position_ids``, so every sample gets
+    the same activations as when run alone; the tokenizer is not modified.
+
+    Args:
+        model: a Hugging Face causal LM (any architecture in ``trait_lab.models.architectures``).
+        tokenizer: its tokenizer.
+        prompts: strings, or conversations (lists of ``{"role", "content"}`` messages).
+        layers: a layer index (result ``[n, hidden]``), a list of them (``[n, n_layers,
+            hidden]``, in the order given), or ``None`` for every layer.
+        position: a position-DSL string such as ``"prompt[-1]"``, ``"prompt[-3:]"``,
+            ``"response[:]"``, ``"all[:]"``, ``"system[:]"`` or ``"turn[1]:prompt[-1]"``.
+        pool: ``"mean"``, ``"first"`` or ``"last"`` over the selected tokens, or ``"none"``
+            for a list of per-prompt ``[n_positions(, n_layers), hidden]`` tensors.
+        responses: one response string per prompt, appended after the formatted prompt
+            (needed by ``response`` positions).
+        pre_formatted: the prompts are final text: no chat template, no ``system``.
+        system: a system message for every prompt (chat template only).
+        component: what to capture (``"residual"``, ``"attn_contribution"``, ...).
+        batch_size: prompts per forward pass.
+        use_chat_template: ``None`` = when the tokenizer has one; see ``format_prompt``.
+
+    Returns:
+        fp32 CPU activations: a tensor, or a list of tensors when ``pool="none"``.
+
+    Raises:
+        ValueError: a bad position, pool or argument combination, or a position that selects
+            no token in some sample (the message names the sample).
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> from trait_lab.prompts.formatting import format_prompt
+        >>> model = tiny_model()
+        >>> class Tok:  # any tokenizer; here a fake one mapping characters to ids
+        ...     bos_token = None
+        ...     def __call__(self, text, add_special_tokens=True):
+        ...         return {"input_ids": [3 + ord(c) % 100 for c in text]}
+        >>> capture_at_position(model, Tok(), ["abc", "de"], 1, "prompt[-2:]").shape
+        torch.Size([2, 32])
+    """
+    pos = Position.parse(position)
+    prompts = _check_args(pos, pool, prompts, responses, pre_formatted, system, batch_size)
+    if not pre_formatted:
+        uses_chat_template(tokenizer, use_chat_template)  # fail early on use_chat_template=True
+    layer_list = resolve_layers(model, layers)
+    need_spans = pos.frame == "system" or pos.turn is not None
+    samples = []
+    for i, prompt in enumerate(prompts):
+        response = responses[i] if responses is not None else None
+        sample = _encode(
+            tokenizer, prompt, response, need_spans, pre_formatted, system, use_chat_template, i
+        )
+        # resolve every position before the first forward, so a bad sample fails fast
+        sample.rel = pos.resolve(
+            0,
+            sample.prompt_len,
+            sample.response_len,
+            system=sample.system,
+            turns=sample.turns,
+            sample=i,
+        )
+        samples.append(sample)
+    outputs: list[torch.Tensor] = []
+    states = {module: module.training for module in model.modules()}
+    device = _input_device(model)
+    accepted = _forward_kwargs(model)
+    pad_id = _pad_id(tokenizer)
+    try:
+        model.eval()
+        cap = MultiLayerCapture(model, layer_list, component)
+        with torch.no_grad(), cap:
+            for first in range(0, len(samples), batch_size):
+                chunk = samples[first : first + batch_size]
+                ids, mask = _left_pad([s.ids for s in chunk], pad_id)
+                kwargs: dict[str, Any] = {"input_ids": ids.to(device)}
+                kwargs["attention_mask"] = mask.to(device)
+                if "position_ids" in accepted:
+                    pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                    kwargs["position_ids"] = pos_ids.to(device)
+                if "use_cache" in accepted:
+                    kwargs["use_cache"] = False
+                if "logits_to_keep" in accepted:
+                    kwargs["logits_to_keep"] = 1
+                cap.clear()
+                model(**kwargs)
+                acts = [cap.get(layer) for layer in layer_list]
+                for row, sample in enumerate(chunk):
+                    idx = sample.rel + (ids.shape[1] - len(sample.ids))  # left padding
+                    picked = torch.stack([a[row, idx.to(a.device)] for a in acts], dim=1)
+                    outputs.append(_pool(picked.to("cpu", torch.float32), pool))
+    finally:
+        for module, training in states.items():
+            module.training = training
+    single = isinstance(layers, int)
+    if single:
+        outputs = [out[..., 0, :] for out in outputs]
+    if pool == "none":
+        return outputs
+    return torch.stack(outputs)
+
+
+class _Sample:
+    """One tokenized prompt (+ response) and, when the position needs them, its spans."""
+
+    __slots__ = ("ids", "prompt_len", "rel", "response_len", "system", "turns")
+
+    def __init__(
+        self,
+        ids: list[int],
+        prompt_len: int,
+        system: Span | None,
+        turns: tuple[TurnSpan, ...] | None,
+    ) -> None:
+        self.ids = ids
+        self.prompt_len = prompt_len
+        self.response_len = len(ids) - prompt_len
+        self.system = system
+        self.turns = turns
+        self.rel = torch.empty(0, dtype=torch.long)  # selected indices without padding
+
+
+def _encode(
+    tokenizer: Any,
+    prompt: PromptLike,
+    response: str | None,
+    need_spans: bool,
+    pre_formatted: bool,
+    system: str | None,
+    use_chat_template: bool | None,
+    index: int,
+) -> _Sample:
+    sys_span: Span | None = None
+    turns: tuple[TurnSpan, ...] | None = None
+    if pre_formatted:
+        if not isinstance(prompt, str):
+            raise TypeError(
+                f"prompts[{index}] is {type(prompt).__name__}; with pre_formatted=True every "
+                "prompt must be the final text (a string)"
+            )
+        ids = encode_text(tokenizer, prompt, chat=False)
+    elif need_spans:
+        spans = chat_spans(tokenizer, prompt, system=system, use_chat_template=use_chat_template)
+        ids, sys_span, turns = list(spans.input_ids), spans.system, spans.turns
+    else:
+        chat = uses_chat_template(tokenizer, use_chat_template)
+        text = format_prompt(tokenizer, prompt, system=system, use_chat_template=use_chat_template)
+        ids = encode_text(tokenizer, text, chat=chat)
+    if not ids:
+        raise ValueError(
+            f"prompts[{index}] has no tokens ({prompt!r}); every prompt needs at least one"
+        )
+    prompt_len = len(ids)
+    if response is not None:
+        if not isinstance(response, str):
+            raise TypeError(f"responses[{index}] must be a string, got {type(response).__name__}")
+        ids = ids + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    if turns:
+        last = turns[-1]  # the appended response is the last turn's reply
+        turns = (
+            *turns[:-1],
+            TurnSpan(last.start, last.prompt_end, last.end + len(ids) - prompt_len),
+        )
+    return _Sample(ids, prompt_len, sys_span, turns)
+
+
+def _check_args(
+    pos: Position,
+    pool: str,
+    prompts: Sequence[PromptLike],
+    responses: Sequence[str] | None,
+    pre_formatted: bool,
+    system: str | None,
+    batch_size: int,
+) -> list[PromptLike]:
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of prompts, got a single string; wrap it: [prompt]")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty; pass at least one prompt")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if responses is not None:
+        if isinstance(responses, str):
+            raise TypeError("responses must be a list with one string per prompt, not a string")
+        if len(responses) != len(prompts):
+            raise ValueError(
+                f"responses has {len(responses)} entries but prompts has {len(prompts)}; "
+                "pass one response per prompt"
+            )
+    elif pos.frame == "response" and pos.turn is None:
+        raise ValueError(
+            f"position {str(pos)!r} reads the response, but no responses were given: pass "
+            "responses=[...] (one string per prompt), or use a 'prompt' or 'all' position"
+        )
+    if pre_formatted:
+        if system is not None:
+            raise ValueError(
+                "system= cannot be applied to pre_formatted prompts; put the system message "
+                "into the text yourself, or pass unformatted prompts"
+            )
+        if pos.frame == "system":
+            raise ValueError(
+                f"position {str(pos)!r} needs the system message's span, which is unknown for "
+                "pre_formatted prompts; pass unformatted prompts with system='...'"
+            )
+    return prompts
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0  # masked out, so any valid id will do
+
+
+def _pool(picked: torch.Tensor, pool: str) -> torch.Tensor:
+    if pool == "mean":
+        return picked.mean(dim=0)
+    if pool == "first":
+        return picked[0]
+    if pool == "last":
+        return picked[-1]
+    return picked
+
+
+def _input_device(model: nn.Module) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+def _forward_kwargs(model: nn.Module) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()

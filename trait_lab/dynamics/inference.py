@@ -1,0 +1,344 @@
+"""Inference: generate (or teacher-force) responses and write per-token projection records.
+
+:func:`project_prompts` runs each prompt alone (no padding), captures the residual stream at
+the needed layers in fp32 (prompt tokens included) and builds one
+:class:`~trait_lab.dynamics.records.ProjectionRecord` per prompt. :func:`run_inference`
+writes them to ``experiments/<exp>/inference/<variant>/projections/<prompt_set>/<i>.json``,
+skipping prompts whose record already loads (so a killed run resumes).
+
+A trait is either ``{layer: vector}`` (one vector per layer) or a
+:class:`~trait_lab.core.types.ProjectionConfig` whose vectors all sit at one layer (residual
+only); a config's vectors are loaded by ``vector_loader(trait, spec)`` —
+:func:`run_inference` loads them from the experiment's extraction folder.
+
+Example:
+    >>> paths = run_inference("demo", "smoke", ["Hi!"], {"optimism": {9: v}})  # doctest: +SKIP
+    >>> load_record(paths[0]).cleaned("optimism", 9, "Top 5, 3+ layers")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.experiments import experiments_root
+from trait_lab.core.types import ProjectionConfig, VectorSpec
+from trait_lab.dynamics.calibration import ensure_calibration, passive_collector
+from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, MassiveDimCollector
+from trait_lab.dynamics.records import (
+    Members,
+    ProjectionRecord,
+    RecordError,
+    build_record,
+    load_record,
+)
+from trait_lab.extraction.outputs import extraction_dir, vector_path
+from trait_lab.generation.configs import CaptureConfig, SamplingConfig
+from trait_lab.generation.generator import HookedGenerator
+from trait_lab.hooks.capture import MultiLayerCapture
+from trait_lab.io.vectors import load_vector
+from trait_lab.models.loading import load_model
+from trait_lab.prompts.formatting import PromptLike, encode_text, format_prompt, uses_chat_template
+
+__all__ = ["TraitInput", "VectorLoader", "project_prompts", "records_dir", "run_inference"]
+
+logger = logging.getLogger(__name__)
+
+TraitInput = ProjectionConfig | Mapping[int, torch.Tensor]
+VectorLoader = Callable[[str, VectorSpec], torch.Tensor]
+
+
+def resolve_traits(
+    traits: Mapping[str, TraitInput], vector_loader: VectorLoader | None = None
+) -> dict[str, Members]:
+    """``{trait: {layer: [(normalized weight, vector), ...]}}`` from the accepted trait forms.
+
+    Example:
+        >>> resolve_traits({"t": {2: torch.ones(4)}})["t"][2][0][0]
+        1.0
+    """
+    if not traits:
+        raise ValueError(
+            "traits is empty; pass {name: {layer: vector}} or {name: ProjectionConfig}"
+        )
+    out: dict[str, Members] = {}
+    for name, trait in traits.items():
+        if isinstance(trait, ProjectionConfig):
+            out[name] = _resolve_config(name, trait, vector_loader)
+        elif isinstance(trait, Mapping) and trait:
+            out[name] = {int(layer): [(1.0, torch.as_tensor(v))] for layer, v in trait.items()}
+        else:
+            raise TypeError(
+                f"trait {name!r} is {type(trait).__name__}; pass {{layer: vector}} or a "
+                "ProjectionConfig"
+            )
+    return out
+
+
+def _resolve_config(name: str, config: ProjectionConfig, loader: VectorLoader | None) -> Members:
+    layers = sorted({v.layer for v in config.vectors})
+    comps = sorted({v.component for v in config.vectors})
+    if len(layers) != 1 or comps != ["residual"]:
+        raise ValueError(
+            f"trait {name!r}: an ensemble must use residual vectors at ONE layer (got layers "
+            f"{layers}, components {comps}); split it into one trait per layer"
+        )
+    if loader is None:
+        raise ValueError(
+            f"trait {name!r} is a ProjectionConfig but no vector_loader was given; pass "
+            "vector_loader=(trait, spec) -> tensor, use run_inference, or pass {layer: vector}"
+        )
+    weights = config.normalized_weights
+    return {layers[0]: [(w, loader(name, s)) for w, s in zip(weights, config.vectors, strict=True)]}
+
+
+def _capture(
+    model: nn.Module, prompt_ids: list[int], response_ids: list[int] | None, layers: list[int],
+    max_new_tokens: int, sampling: SamplingConfig | None,
+) -> tuple[list[int], dict[int, torch.Tensor]]:  # fmt: skip
+    """Response ids and ``{layer: [prompt + response tokens, hidden]}`` fp32 residuals."""
+    device = next(model.parameters()).device
+    if response_ids is not None:
+        ids = torch.tensor([prompt_ids + response_ids], device=device)
+        with (
+            torch.no_grad(),
+            MultiLayerCapture(model, layers, to_cpu=True, dtype=torch.float32) as c,
+        ):
+            model(input_ids=ids)
+            return response_ids, {layer: c.get(layer)[0] for layer in layers}
+    capture = CaptureConfig(layers, prompt=True, dtype=torch.float32)
+    result = HookedGenerator(model).generate(
+        torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, capture=capture,
+        sampling=sampling,
+    )[0]  # fmt: skip
+    prompt_acts, new_acts = result.prompt_activations, result.activations
+    acts = {
+        layer: torch.cat([prompt_acts[layer]["residual"], new_acts[layer]["residual"]]).cpu()
+        for layer in layers
+    }
+    return result.token_ids, acts
+
+
+def project_prompts(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[PromptLike],
+    traits: Mapping[str, TraitInput],
+    calibration: Mapping[str, Any],
+    *,
+    responses: Sequence[str] | None = None,
+    max_new_tokens: int = 48,
+    layers: Sequence[int] | None = None,
+    vector_loader: VectorLoader | None = None,
+    sampling: SamplingConfig | None = None,
+) -> list[ProjectionRecord]:
+    """One :class:`ProjectionRecord` per prompt: generated (greedy by default) or teacher-forced.
+
+    Args:
+        prompts: user messages or conversations (rendered with :func:`format_prompt`).
+        traits: ``{name: {layer: vector}}`` or ``{name: ProjectionConfig}`` (see module doc).
+        calibration: a :func:`~trait_lab.dynamics.calibration.ensure_calibration` record.
+        responses: given responses (tokenized on their own, no special tokens) to
+            teacher-force instead of generating.
+        layers: extra layers to record norms and dim values for (trait layers always are).
+
+    Example:
+        >>> recs = project_prompts(model, tok, ["Hi"], {"t": {1: v}}, cal)  # doctest: +SKIP
+        >>> recs[0].boundary == len(recs[0].prompt_tokens)  # doctest: +SKIP
+        True
+    """
+    if responses is not None and len(responses) != len(prompts):
+        raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts; give one each")
+    resolved = resolve_traits(traits, vector_loader)
+    needed = sorted({layer for per in resolved.values() for layer in per} | set(layers or ()))
+    chat = uses_chat_template(tokenizer)
+    records = []
+    for i, prompt in enumerate(prompts):
+        text = format_prompt(tokenizer, prompt)
+        prompt_ids = encode_text(tokenizer, text, chat=chat)
+        given = None
+        if responses is not None:
+            given = list(tokenizer(responses[i], add_special_tokens=False)["input_ids"])
+        response_ids, acts = _capture(model, prompt_ids, given, needed, max_new_tokens, sampling)
+        records.append(
+            build_record(
+                prompt=text,
+                response=tokenizer.decode(response_ids, skip_special_tokens=True),
+                prompt_ids=prompt_ids,
+                response_ids=response_ids,
+                tokenizer=tokenizer,
+                activations=acts,
+                traits=resolved,
+                calibration=calibration,
+            )
+        )
+    return records
+
+
+def records_dir(
+    experiment: str, variant: str, prompt_set: str, root: str | os.PathLike[str] | None = None
+) -> Path:
+    """``<experiments>/<exp>/inference/<variant>/projections/<prompt_set>``.
+
+    Example:
+        >>> records_dir("demo", "instruct", "smoke", root="/x").as_posix()
+        '/x/demo/inference/instruct/projections/smoke'
+    """
+    base = experiments_root(root) / experiment / "inference" / variant
+    return base / "projections" / prompt_set
+
+
+def _extraction_loader(experiment: str, variant: str, root: Any) -> VectorLoader:
+
+    def load(trait: str, spec: VectorSpec) -> torch.Tensor:
+        folder = extraction_dir(experiment, trait, variant, None if root is None else str(root))
+        vector = load_vector(vector_path(folder, spec.component, spec.method, spec.layer))
+        assert isinstance(vector, torch.Tensor)
+        return vector.float()
+
+    return load
+
+
+def _existing(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        load_record(path)
+    except RecordError as exc:
+        logger.warning("rewriting unusable projection record: %s", exc)
+        return False
+    return True
+
+
+def run_inference(
+    experiment: str,
+    prompt_set_name: str,
+    prompts: Sequence[PromptLike],
+    traits: Mapping[str, TraitInput],
+    variant: str = "instruct",
+    root: str | os.PathLike[str] | None = None,
+    model: nn.Module | None = None,
+    tokenizer: Any = None,
+    *,
+    responses: Sequence[str] | None = None,
+    max_new_tokens: int = 48,
+    layers: Sequence[int] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write one record per prompt (``<i>.json``); prompts whose record loads are skipped.
+
+    The folder remembers what its records were made from (``inputs.json``: prompts, traits'
+    vectors, responses, settings); a rerun with different inputs is refused unless
+    ``overwrite=True``, which deletes the old records first.
+
+    On a variant's first run the massive-dim calibration is collected passively from the
+    prefill of these prompts (topped up with the neutral set); the records need its candidate
+    dims, so this happens before the first record is written. Later runs reuse the file. Without
+    ``model`` the default model is loaded. Returns every record's path, in prompt order.
+
+    Example:
+        >>> traits = {"t": {9: v}}  # doctest: +SKIP
+        >>> run_inference("demo", "smoke", ["Hi"], traits, model=m, tokenizer=t)  # doctest: +SKIP
+        [PosixPath('experiments/demo/inference/instruct/projections/smoke/0.json')]
+    """
+    folder = records_dir(experiment, variant, prompt_set_name, root)
+    loader = _extraction_loader(experiment, variant, root)
+    _check_inputs(folder, _fingerprint(prompts, traits, loader, responses, max_new_tokens, layers),
+                  overwrite)  # fmt: skip
+    paths = [folder / f"{i}.json" for i in range(len(prompts))]
+    todo = [i for i, path in enumerate(paths) if not _existing(path)]
+    logger.info("%s: %d of %d records to write", folder, len(todo), len(paths))
+    if not todo:
+        return paths
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model()
+    calibration = _calibrate_from_run(
+        model, tokenizer, experiment, variant, root, [prompts[i] for i in todo]
+    )
+    for i in todo:
+        given = None if responses is None else [responses[i]]
+        (record,) = project_prompts(
+            model, tokenizer, [prompts[i]], traits, calibration, responses=given,
+            max_new_tokens=max_new_tokens, layers=layers, vector_loader=loader,
+        )  # fmt: skip
+        record.save(paths[i])
+    return paths
+
+
+def _calibrate_from_run(
+    model: nn.Module,
+    tokenizer: Any,
+    experiment: str,
+    variant: str,
+    root: str | os.PathLike[str] | None,
+    prompts: Sequence[PromptLike],
+) -> dict[str, Any]:
+    """The variant's calibration; on its first run, collected from this run's own prompts.
+
+    Records carry the massive dims' values, so the calibration must exist before the first
+    record is written. On a variant's first run the passive collector therefore watches the
+    prefill of this run's prompts first, topped up with the neutral prompt set until it has
+    its ~5000 tokens (or the set runs out); it finalizes ``calibration.json`` and removes its
+    own hooks. Later runs find the file and skip all of this.
+    """
+    collector = passive_collector(model, experiment, variant, root)
+    if isinstance(collector, MassiveDimCollector):
+        chat = uses_chat_template(tokenizer)
+        texts = [format_prompt(tokenizer, p) for p in prompts]
+        texts += [format_prompt(tokenizer, p) for p in NEUTRAL_PROMPTS]
+        device = next(model.parameters()).device
+        with collector, torch.no_grad():
+            for text in texts:
+                if collector.done:
+                    break
+                ids = encode_text(tokenizer, text, chat=chat)
+                model(input_ids=torch.tensor([ids], device=device))
+    return ensure_calibration(model, tokenizer, experiment, variant, root)
+
+
+def _fingerprint(
+    prompts: Sequence[PromptLike],
+    traits: Mapping[str, TraitInput],
+    loader: VectorLoader | None,
+    responses: Sequence[str] | None,
+    max_new_tokens: int,
+    layers: Sequence[int] | None,
+) -> str:
+    digest = hashlib.sha256()
+    settings = [list(map(str, prompts)), responses, max_new_tokens, sorted(layers or ())]
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, members in sorted(resolve_traits(traits, loader).items()):
+        digest.update(name.encode())
+        for layer, entries in sorted(members.items()):
+            digest.update(str(layer).encode())
+            for weight, vector in entries:
+                digest.update(repr(round(weight, 12)).encode())
+                digest.update(
+                    vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+                )
+    return digest.hexdigest()
+
+
+def _check_inputs(folder: Path, fingerprint: str, overwrite: bool) -> None:
+    path = folder / "inputs.json"
+    if path.exists():
+        previous = json.loads(path.read_text()).get("fingerprint")
+        if previous == fingerprint:
+            return
+        if not overwrite:
+            raise ValueError(
+                f"{folder} holds records made from different prompts, traits or settings; "
+                "pass overwrite=True to replace them, or use another prompt-set name"
+            )
+        for old in folder.glob("*.json"):
+            old.unlink()
+    atomic_write_json(path, {"fingerprint": fingerprint})

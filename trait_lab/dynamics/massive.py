@@ -1,0 +1,366 @@
+"""Massive activations: find the few residual dims that are 100–1000× larger than the rest.
+
+Some residual dimensions (Sun et al. 2024) carry values far above the layer median and put a
+fixed bias into every projection and norm. :class:`MassiveDimCollector` watches prefill passes
+(up to ``max_tokens`` non-padding tokens), keeps per-layer running statistics, saves them
+atomically after every counted forward (so a killed run resumes), removes its own hooks when
+full, and :meth:`~MassiveDimCollector.finalize` writes ``calibration.json``.
+:func:`ensure_calibration` finds or (re)builds the file for an experiment's model variant;
+:func:`calibrate` runs an explicit calibration on a prompt list (by default
+:data:`NEUTRAL_PROMPTS`), optionally returning per-token values of the massive dims.
+
+**Prefill rule.** A forward counts when the KV cache passed to the block owner is empty; a
+forward with a non-empty cache (a decode step) is skipped. Without a cache
+(``use_cache=False`` generation) every step re-runs the whole sequence and is counted again.
+
+**Padding.** The 2-D ``attention_mask`` is read by a pre-hook on the module that owns the
+blocks; tokens with mask 0 are ignored. Without a mask every token counts.
+
+**Candidate rule.** A dim is a *candidate* when at some layer its max |activation| exceeds
+``candidate_ratio`` (default 100) times that layer's typical magnitude, the median over dims
+of the mean |activation| (``median_mean_abs``; ``top_ratio`` is the same ratio).
+
+Example:
+    >>> import tempfile
+    >>> from trait_lab.testing import tiny_model, tiny_batch
+    >>> model = tiny_model()
+    >>> out = tempfile.mkdtemp() + "/calibration.json"
+    >>> with MassiveDimCollector(model, out, max_tokens=10) as col:
+    ...     _ = model(**tiny_batch(2, 7))
+    >>> load_calibration(out)["tokens_seen"]
+    10
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.experiments import experiments_root
+from trait_lab.hooks.base import HookContext, register_tensor_hook
+from trait_lab.models.architectures import find_layers, get_hook_path, n_layers
+from trait_lab.models.identity import model_name
+from trait_lab.models.kv_cache import forward_offset
+
+__all__ = [
+    "NEUTRAL_PROMPTS",
+    "CalibrationError",
+    "MassiveDimCollector",
+    "calibration_path",
+    "load_calibration",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "trait_lab.massive_calibration"
+SCHEMA_VERSION = 1
+STATE_NAME = "collector_state.json"
+_LAYER_KEYS = ("layer", "top_dims", "top_max_abs", "top_mean_abs", "top_ratio", "median_mean_abs",
+               "mean_norm")  # fmt: skip
+_KEYS = ("schema", "schema_version", "model", "hidden_size", "n_layers", "tokens_seen",
+         "candidate_ratio", "layers", "candidates")  # fmt: skip
+
+NEUTRAL_PROMPTS: tuple[str, ...] = tuple(
+    line.strip()
+    for line in (resources.files("trait_lab") / "data" / "prompt_sets" / "neutral.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+    if line.strip()
+)
+"""Fifty everyday, Alpaca-style instructions written for calibration (not from any dataset),
+read from ``trait_lab/data/prompt_sets/neutral.txt`` (the prompt set ``"neutral"``)."""
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be used; the message names the file and the problem."""
+
+
+def calibration_path(
+    experiment: str, variant: str, root: str | os.PathLike[str] | None = None
+) -> Path:
+    """``experiments/<exp>/inference/<variant>/massive_activations/calibration.json``.
+
+    Example:
+        >>> calibration_path("demo", "instruct", root="/x").as_posix()
+        '/x/demo/inference/instruct/massive_activations/calibration.json'
+    """
+    base = experiments_root(root) / experiment / "inference" / variant
+    return base / "massive_activations" / "calibration.json"
+
+
+class MassiveDimCollector(HookContext):
+    """Running per-dim statistics of the residual stream over prefill tokens.
+
+    Records per layer the max and mean |activation| of every dim and the mean per-token norm.
+    Use as a context manager (on a clean exit it finalizes when any token was seen) or call
+    :meth:`attach` / :meth:`detach` / :meth:`finalize`. State is saved to
+    ``collector_state.json`` beside ``out_path`` after every counted forward; a new collector
+    on the same ``out_path`` resumes from it.
+
+    Args:
+        model: A Hugging Face causal LM.
+        out_path: Where ``calibration.json`` goes.
+        max_tokens: Stop (and remove the hooks) after this many non-padding prefill tokens.
+        layers: Layer indices to watch; ``None`` means all.
+        top_k: Dims reported per layer.
+        candidate_ratio: Candidate threshold (see the module docstring).
+
+    Example:
+        >>> import tempfile
+        >>> from trait_lab.testing import tiny_model, tiny_batch
+        >>> model = tiny_model()
+        >>> col = MassiveDimCollector(model, tempfile.mkdtemp() + "/c.json").attach()
+        >>> _ = model(**tiny_batch(1, 5)); col.detach(); col.tokens_seen
+        5
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        out_path: str | os.PathLike[str],
+        max_tokens: int = 5000,
+        layers: list[int] | None = None,
+        top_k: int = 10,
+        candidate_ratio: float = 100.0,
+    ) -> None:
+        super().__init__(model)
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        count = n_layers(model)
+        self.layers = list(range(count)) if layers is None else [int(x) % count for x in layers]
+        self.out_path = Path(out_path)
+        self.state_path = self.out_path.with_name(STATE_NAME)
+        self.max_tokens, self.top_k, self.candidate_ratio = max_tokens, top_k, candidate_ratio
+        self.tokens_seen = 0
+        self.max_abs: dict[int, np.ndarray] = {}
+        self.sum_abs: dict[int, np.ndarray] = {}
+        self.sum_norm: dict[int, float] = {}
+        self._mask: torch.Tensor | None = None
+        self._counting = False
+        self._take: torch.Tensor | None = None
+        # Statistics of the forward in flight, merged only when it completes (owner post-hook).
+        self._pending: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        self.finalized = False
+        self._resume()
+
+    @property
+    def done(self) -> bool:
+        """Whether ``max_tokens`` tokens have been seen."""
+        return self.tokens_seen >= self.max_tokens
+
+    def _resume(self) -> None:
+        if not self.state_path.exists():
+            return
+        try:
+            state = json.loads(self.state_path.read_text())
+            if state.get("layers") != self.layers or state.get("model") != model_name(self.model):
+                raise ValueError("it was saved for other layers or another model")
+            stats = state["stats"]
+            self.tokens_seen = int(state["tokens_seen"])
+            for layer in self.layers:
+                entry = stats[str(layer)]
+                self.max_abs[layer] = np.asarray(entry["max_abs"], dtype=np.float64)
+                self.sum_abs[layer] = np.asarray(entry["sum_abs"], dtype=np.float64)
+                self.sum_norm[layer] = float(entry["sum_norm"])
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring collector state %s (%s); starting from zero", self.state_path,
+                           exc)  # fmt: skip
+            self.tokens_seen, self.max_abs, self.sum_abs, self.sum_norm = 0, {}, {}, {}
+
+    def save_state(self) -> Path:
+        """Write the running statistics atomically (done after every counted forward)."""
+        stats = {
+            str(layer): {
+                "max_abs": self.max_abs[layer].tolist(),
+                "sum_abs": self.sum_abs[layer].tolist(),
+                "sum_norm": self.sum_norm[layer],
+            }
+            for layer in self.max_abs
+        }
+        state = {"model": model_name(self.model), "layers": self.layers,
+                 "tokens_seen": self.tokens_seen, "stats": stats}  # fmt: skip
+        return atomic_write_json(self.state_path, state, indent=None)
+
+    def attach(self) -> MassiveDimCollector:
+        """Register the hooks (a no-op once ``max_tokens`` is reached); returns ``self``."""
+        return self if self.done else self.register()
+
+    def detach(self) -> None:
+        """Remove the hooks and save the state (no finalize)."""
+        was_active = self.active
+        self.remove()
+        if was_active and self.tokens_seen:
+            self.save_state()
+
+    def _attach(self) -> None:
+        layers_path, _ = find_layers(self.model)
+        owner_path = layers_path.rpartition(".")[0]
+        owner = self.model.get_submodule(owner_path) if owner_path else self.model
+        self._add(owner.register_forward_pre_hook(self._owner_pre, with_kwargs=True))
+        self._add(owner.register_forward_hook(self._owner_post))
+        for layer in self.layers:
+            path = get_hook_path(layer, "residual", model=self.model)
+            self._add(register_tensor_hook(self.model, path, self._observer(layer)))
+
+    def _owner_pre(self, mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._counting = forward_offset(args, kwargs) == 0 and not self.done
+        mask = kwargs.get("attention_mask")
+        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self._take, self._pending = None, {}
+
+    def _owner_post(self, mod: nn.Module, args: tuple, output: Any) -> None:
+        if self._counting and self._take is not None:
+            self.tokens_seen += int(self._take.sum())
+            for layer, (mx, sm, nrm) in self._pending.items():
+                if layer in self.max_abs:
+                    np.maximum(self.max_abs[layer], mx, out=self.max_abs[layer])
+                    self.sum_abs[layer] += sm
+                    self.sum_norm[layer] += nrm
+                else:
+                    self.max_abs[layer], self.sum_abs[layer], self.sum_norm[layer] = mx, sm, nrm
+            self.save_state()
+            if self.done:
+                self.finalize()
+                self.remove()
+        self._counting, self._take, self._mask = False, None, None
+
+    def _select(self, h: torch.Tensor) -> torch.Tensor:
+        """Boolean [batch, seq] of the tokens to count in this forward (padding and cap)."""
+        batch, seq = h.shape[0], h.shape[1]
+        valid = torch.ones(batch, seq, dtype=torch.bool, device=h.device)
+        if self._mask is not None and self._mask.shape[0] == batch and self._mask.shape[1] >= seq:
+            valid = self._mask[:, -seq:].to(h.device).bool()
+        remaining = self.max_tokens - self.tokens_seen
+        flat = valid.flatten()
+        flat = flat & (torch.cumsum(flat.long(), 0) <= remaining)
+        return flat.view(batch, seq)
+
+    def _observer(self, layer: int) -> Any:
+        def observe(h: torch.Tensor) -> None:
+            if not self._counting:
+                return
+            h3 = h if h.dim() == 3 else h.unsqueeze(0)
+            if self._take is None:
+                self._take = self._select(h3)
+            x = h3.detach()[self._take].float()
+            if x.shape[0] == 0:
+                return
+            a = x.abs()
+            self._pending[layer] = (
+                a.max(0).values.cpu().double().numpy(),
+                a.sum(0).cpu().double().numpy(),
+                float(x.norm(dim=-1).double().sum()),
+            )
+
+        return observe
+
+    def calibration(self) -> dict[str, Any]:
+        """The calibration record built from the statistics so far."""
+        if not self.tokens_seen:
+            raise RuntimeError("no prefill tokens were seen; run the model inside the collector")
+        out_layers: list[dict[str, Any]] = []
+        candidates: set[int] = set()
+        for layer in self.layers:
+            mx = self.max_abs[layer]
+            median = float(np.median(self.sum_abs[layer] / self.tokens_seen))
+            top = np.argsort(-mx, kind="stable")[: self.top_k]
+            ratio = mx / max(median, 1e-12)
+            candidates.update(int(d) for d in np.nonzero(ratio > self.candidate_ratio)[0])
+            out_layers.append({
+                "layer": layer,
+                "top_dims": [int(d) for d in top],
+                "top_max_abs": [float(mx[d]) for d in top],
+                "top_mean_abs": [float(self.sum_abs[layer][d] / self.tokens_seen) for d in top],
+                "top_ratio": [float(ratio[d]) for d in top],
+                "median_mean_abs": median,
+                "mean_norm": self.sum_norm[layer] / self.tokens_seen,
+            })  # fmt: skip
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "model": model_name(self.model),
+            "hidden_size": int(next(iter(self.max_abs.values())).shape[0]),
+            "n_layers": n_layers(self.model),
+            "tokens_seen": self.tokens_seen,
+            "candidate_ratio": self.candidate_ratio,
+            "layers": out_layers,
+            "candidates": sorted(candidates),
+        }
+
+    def finalize(self) -> dict[str, Any]:
+        """Write ``calibration.json`` atomically, delete the saved state, return the record."""
+        record = self.calibration()
+        atomic_write_json(self.out_path, record)
+        self.finalized = True
+        self.state_path.unlink(missing_ok=True)
+        return record
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+        if exc[0] is None and self.tokens_seen and not self.finalized:
+            self.finalize()
+
+
+def _fail(path: Path, problem: str) -> CalibrationError:
+    return CalibrationError(
+        f"calibration file {path} is corrupt: {problem}. Delete it or call "
+        "ensure_calibration(...) to rebuild it."
+    )
+
+
+def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate ``calibration.json``; raises :class:`CalibrationError` naming the file.
+
+    Example:
+        >>> load_calibration("/nonexistent/calibration.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no calibration file at /nonexistent/calibration.json; run ...
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no calibration file at {path}; run ensure_calibration(...)")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise _fail(path, f"expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in _KEYS if k not in record]
+    if missing:
+        raise _fail(path, f"missing keys {missing}")
+    if record["schema"] != SCHEMA or record["schema_version"] != SCHEMA_VERSION:
+        raise _fail(path, f"schema {record['schema']!r} v{record['schema_version']!r}, expected "
+                    f"{SCHEMA!r} v{SCHEMA_VERSION}")  # fmt: skip
+    hidden = record["hidden_size"]
+    for key in ("hidden_size", "n_layers", "tokens_seen"):
+        if not isinstance(record[key], int) or isinstance(record[key], bool) or record[key] < 0:
+            raise _fail(path, f"{key} must be a non-negative int, got {record[key]!r}")
+    if not isinstance(record["layers"], list) or not record["layers"]:
+        raise _fail(path, "layers must be a non-empty list")
+    for entry in record["layers"]:
+        if not isinstance(entry, dict) or any(k not in entry for k in _LAYER_KEYS):
+            raise _fail(path, f"each layer needs keys {list(_LAYER_KEYS)}")
+        n = len(entry["top_dims"])
+        if any(not isinstance(entry[k], list) or len(entry[k]) != n for k in _LAYER_KEYS[1:5]):
+            raise _fail(path, f"layer {entry['layer']}: top_* lists must have equal lengths")
+        _check_dims(path, entry["top_dims"], hidden)
+    if not isinstance(record["candidates"], list):
+        raise _fail(path, "candidates must be a list")
+    _check_dims(path, record["candidates"], hidden)
+    return record
+
+
+def _check_dims(path: Path, dims: list[Any], hidden: int) -> None:
+    for d in dims:
+        if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < hidden:
+            raise _fail(path, f"dim {d!r} is not an int in [0, {hidden})")

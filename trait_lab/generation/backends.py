@@ -1,0 +1,416 @@
+"""Generation backends: one interface for local (hooked) and vLLM (bulk, hook-free) generation.
+
+``LocalBackend`` wraps a model and tokenizer: it formats prompts (chat template resolved by
+explicit argument, then the experiment config, then whether the tokenizer has one), batches
+with left padding, and runs ``HookedGenerator`` so generation, steering, capture and streaming
+all work together.
+
+Example:
+    >>> backend = LocalBackend.from_model(*load_model())  # doctest: +SKIP
+    >>> backend.generate(["Say hi"], GenerationConfig(max_new_tokens=5))  # doctest: +SKIP
+    ['Hi! How can I']
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+from trait_lab.core.experiments import get_model_variant, load_experiment_config
+from trait_lab.generation.configs import (
+    CaptureConfig,
+    ProjectionSpec,
+    SamplingConfig,
+    SteeringConfig,
+    SteeringMode,
+)
+from trait_lab.generation.generator import HookedGenerator
+from trait_lab.generation.vllm import VLLMBackend
+from trait_lab.hooks import MultiLayerCapture
+from trait_lab.models.architectures import hidden_size, n_layers
+from trait_lab.models.loading import load_model
+from trait_lab.prompts.formatting import PromptLike, format_prompt, uses_chat_template
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings. ``temperature=0`` means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    batch_size: int = 8
+
+    def sampling(self) -> SamplingConfig:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.temperature == 0:
+            return SamplingConfig()
+        return SamplingConfig(
+            do_sample=True,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class SteeringSpec:
+    """A steering vector for a backend call (see ``SteeringConfig`` for ``positions``,
+    ``mode`` — add, ablate, cap, ceiling — and ``rows``)."""
+
+    layer: int | str
+    vector: Any
+    coefficient: float | Sequence[float] = 1.0
+    component: str = "residual"
+    positions: Any = "all"
+    mode: SteeringMode = "add"
+    rows: Sequence[int] | None = None
+
+    def config(self) -> SteeringConfig:
+        # every field has its namesake in SteeringConfig, so a new one cannot be forgotten here
+        return SteeringConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass
+class CaptureSpec:
+    """Which layers and components to capture (``layers=None`` means all)."""
+
+    layers: Sequence[int] | None = None
+    components: Sequence[str] = ("residual",)
+
+    def config(self) -> CaptureConfig:
+        return CaptureConfig(layers=self.layers, components=self.components, prompt=True)
+
+
+@dataclass
+class CaptureResult:
+    """A generation with its activations split at the prompt/response boundary."""
+
+    prompt: str
+    response: str
+    prompt_token_ids: list[int]
+    response_token_ids: list[int]
+    prompt_activations: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    response_activations: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    finish_reason: str = "length"
+
+
+@dataclass
+class StreamToken:
+    """One streamed step: the new text of each row (``""`` for finished rows)."""
+
+    step: int
+    texts: list[str]
+    token_ids: list[int | None]
+    finished: list[bool]
+    scored_index: int | None = None
+    projections: dict[int, torch.Tensor] | None = None
+    norms: dict[int, torch.Tensor] | None = None
+
+    @property
+    def token(self) -> str:
+        """The first row's new text (single-prompt streams)."""
+        return self.texts[0]
+
+
+class LocalBackend:
+    """Generation, steering and capture on a local model.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> LocalBackend(tiny_model(), tokenizer=None, use_chat_template=False).n_layers
+        3
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, use_chat_template: bool | None = None) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._generator = HookedGenerator(model)
+        self._use_chat_template = use_chat_template
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, use_chat_template: bool | None = None
+    ) -> LocalBackend:
+        """Wrap an already loaded model; ``use_chat_template=None`` follows the tokenizer."""
+        return cls(model, tokenizer, use_chat_template)
+
+    @classmethod
+    def from_experiment(
+        cls,
+        experiment: str,
+        variant: str | None = None,
+        *,
+        use_chat_template: bool | None = None,
+        root: str | None = None,
+        **load_kwargs: Any,
+    ) -> LocalBackend:
+        """Load an experiment's model variant.
+
+        Chat template: this argument, then the experiment config, then the tokenizer.
+        """
+
+        config = load_experiment_config(experiment, root)
+        chosen = config.variant(variant)
+        model, tokenizer = load_model(chosen.model, **load_kwargs)
+        if chosen.lora:
+            model = _apply_lora(model, chosen.lora)
+        if use_chat_template is None:
+            use_chat_template = config.use_chat_template
+        return cls(model, tokenizer, use_chat_template)
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def n_layers(self) -> int:
+        return n_layers(self._model)
+
+    @property
+    def hidden_dim(self) -> int:
+        return hidden_size(self._model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self._model.parameters()).device
+
+    @property
+    def use_chat_template(self) -> bool:
+        """The resolved choice (explicit / experiment setting, else whether a template exists)."""
+        return uses_chat_template(self._tokenizer, self._use_chat_template)
+
+    def format(self, prompt: PromptLike, system: str | None = None) -> str:
+        """The text the model sees for ``prompt``."""
+        return format_prompt(
+            self._tokenizer, prompt, system=system, use_chat_template=self._use_chat_template
+        )
+
+    def _encode(self, prompts: Sequence[PromptLike], system: str | None) -> dict[str, torch.Tensor]:
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
+            raise TypeError("prompts must be a non-empty list of prompts; wrap one prompt in [ ]")
+        texts = [self.format(p, system) for p in prompts]
+        tok = self._tokenizer
+        side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            chat = self.use_chat_template
+            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+        finally:
+            tok.padding_side = side
+        return {
+            k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")
+        }
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def _batches(self, prompts: Sequence[PromptLike], size: int) -> Iterator[Sequence[PromptLike]]:
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
+        for start in range(0, len(prompts), size):
+            yield prompts[start : start + size]
+
+    def generate(
+        self,
+        prompts: Sequence[PromptLike],
+        config: GenerationConfig | None = None,
+        steering: Sequence[SteeringSpec] = (),
+        *,
+        system: str | None = None,
+    ) -> list[str]:
+        """Responses to ``prompts`` (batched, left-padded, each stopping at its EOS)."""
+        return [r.response for r in self._run(prompts, config, steering, None, system)]
+
+    def generate_with_capture(
+        self,
+        prompts: Sequence[PromptLike],
+        capture: CaptureSpec | None = None,
+        config: GenerationConfig | None = None,
+        steering: Sequence[SteeringSpec] = (),
+        *,
+        system: str | None = None,
+    ) -> list[CaptureResult]:
+        """Responses with prompt and response activations (steering applies while capturing)."""
+        return self._run(prompts, config, steering, capture or CaptureSpec(), system)
+
+    def _run(
+        self,
+        prompts: Sequence[PromptLike],
+        config: GenerationConfig | None,
+        steering: Sequence[SteeringSpec],
+        capture: CaptureSpec | None,
+        system: str | None,
+    ) -> list[CaptureResult]:
+        config = config or GenerationConfig()
+        results: list[CaptureResult] = []
+        start = 0
+        for chunk in self._batches(prompts, config.batch_size):
+            batch = self._encode(chunk, system)
+            window = range(start, start + len(chunk))
+            start += len(chunk)
+            outs = self._generator.generate(
+                batch["input_ids"],
+                batch["attention_mask"],
+                config.max_new_tokens,
+                steering=[_for_rows(s, window, len(prompts), i) for i, s in enumerate(steering)],
+                capture=capture.config() if capture else None,
+                sampling=config.sampling(),
+                pad_token_id=self._tokenizer.pad_token_id,
+            )
+            for out in outs:
+                results.append(
+                    CaptureResult(
+                        prompt=self._decode(out.prompt_ids),
+                        response=self._decode(out.token_ids),
+                        prompt_token_ids=out.prompt_ids,
+                        response_token_ids=out.token_ids,
+                        prompt_activations=out.prompt_activations,
+                        response_activations=out.activations,
+                        finish_reason=out.finish_reason,
+                    )
+                )
+        return results
+
+    def stream(
+        self,
+        prompt: PromptLike | Sequence[PromptLike],
+        config: GenerationConfig | None = None,
+        steering: Sequence[SteeringSpec] = (),
+        *,
+        projection: ProjectionSpec | None = None,
+        system: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamToken]:
+        """Yield text as it is generated, for one prompt or a batch (one text per row).
+
+        Text is decoded incrementally per row, so multi-token characters appear whole.
+        Stop early by breaking out of the loop or setting ``cancel``.
+        """
+        config = config or GenerationConfig()
+        single = isinstance(prompt, str) or _is_conversation(prompt)
+        prompts: list[PromptLike] = [prompt] if single else list(prompt)  # type: ignore[list-item, arg-type]
+        batch = self._encode(prompts, system)
+        generated: list[list[int]] = [[] for _ in prompts]
+        shown = [""] * len(prompts)
+        for event in self._generator.stream(
+            batch["input_ids"],
+            batch["attention_mask"],
+            config.max_new_tokens,
+            steering=[s.config() for s in steering],
+            projection=projection,
+            sampling=config.sampling(),
+            pad_token_id=self._tokenizer.pad_token_id,
+            cancel=cancel,
+        ):
+            texts = []
+            for i, token in enumerate(event.token_ids):
+                if token is not None:
+                    generated[i].append(token)
+                full = self._decode(generated[i])
+                texts.append(full[len(shown[i]) :] if full.startswith(shown[i]) else full)
+                shown[i] = full
+            yield StreamToken(
+                event.step,
+                texts,
+                event.token_ids,
+                event.finished,
+                event.scored_index,
+                event.projections,
+                event.norms,
+            )
+
+    def forward_with_capture(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        capture: CaptureSpec | None = None,
+    ) -> dict[int, dict[str, torch.Tensor]]:
+        """One forward pass; ``{layer: {component: [batch, seq, hidden]}}``."""
+
+        capture = capture or CaptureSpec()
+        ids = torch.as_tensor(input_ids).to(self.device)
+        mask = None if attention_mask is None else torch.as_tensor(attention_mask).to(self.device)
+        with (
+            MultiLayerCapture(self._model, capture.layers, components=capture.components) as cap,
+            torch.no_grad(),
+        ):
+            self._model(input_ids=ids, attention_mask=mask)
+        return {layer: {c: cap.get(layer, c) for c in capture.components} for layer in cap.layers}
+
+
+def _for_rows(spec: SteeringSpec, window: range, n_prompts: int, index: int) -> SteeringConfig:
+    """``spec`` for the prompts in ``window`` (a chunk of ``batch_size``): per-prompt
+    coefficients and ``rows`` are indices over all prompts, so they are sliced here."""
+    config = spec.config()
+    if not isinstance(spec.coefficient, (int, float)):
+        coefs = list(spec.coefficient)
+        if len(coefs) != n_prompts:
+            raise ValueError(
+                f"steering[{index}].coefficient has {len(coefs)} values for {n_prompts} prompts; "
+                "give one number, or one per prompt"
+            )
+        config.coefficient = coefs[window.start : window.stop]
+    if spec.rows is not None:
+        bad = [r for r in spec.rows if not 0 <= r < n_prompts]
+        if bad:
+            raise ValueError(
+                f"steering[{index}].rows {bad} are outside the prompts (0..{n_prompts - 1})"
+            )
+        config.rows = [r - window.start for r in spec.rows if r in window]
+    return config
+
+
+def _is_conversation(prompt: Any) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
+
+
+def _apply_lora(model: Any, adapter: str) -> Any:
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise ImportError(
+            f"model variant uses the LoRA adapter {adapter!r}, which needs the peft package: "
+            "pip install peft"
+        ) from exc
+    return PeftModel.from_pretrained(model, adapter).eval()
+
+
+def get_backend(
+    experiment: str | None = None,
+    variant: str | None = None,
+    *,
+    prefer_server: bool = False,
+    **kwargs: Any,
+) -> LocalBackend | VLLMBackend:
+    """A backend for an experiment (or the default model when ``experiment`` is None).
+
+    ``prefer_server=True`` picks vLLM when it is installed and a GPU is visible (bulk text,
+    no hooks) and otherwise falls back to ``LocalBackend``.
+    """
+    if prefer_server and torch.cuda.is_available():
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            model = None
+            if experiment is not None:
+                model = get_model_variant(experiment, variant).model
+            if model is not None:
+                return VLLMBackend(model)
+    if experiment is None:
+        return LocalBackend.from_model(*load_model(**kwargs))
+    return LocalBackend.from_experiment(experiment, variant, **kwargs)

@@ -1,0 +1,277 @@
+"""The configs HookedGenerator takes and the results and events it returns.
+
+Example:
+    >>> import torch
+    >>> SteeringConfig(vector=torch.ones(4), layer=2, coefficient=[0.0, 4.0]).coefficient
+    [0.0, 4.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from trait_lab.hooks.edits import MODES, Mode
+from trait_lab.models.architectures import COMPONENTS
+
+Activations = dict[int, dict[str, torch.Tensor]]
+SteeringMode = Mode  # the edits are defined once, in trait_lab.hooks.edits
+STEERING_MODES: tuple[str, ...] = MODES
+
+
+def _check_components(components: Sequence[str]) -> tuple[str, ...]:
+    comps = (components,) if isinstance(components, str) else tuple(components)
+    bad = [c for c in comps if c not in COMPONENTS]
+    if bad or not comps:
+        raise ValueError(f"unknown components {bad or comps}; allowed: {', '.join(COMPONENTS)}")
+    return comps
+
+
+@dataclass
+class CaptureConfig:
+    """What to record while generating.
+
+    Args:
+        layers: layer indices; ``None`` means every layer.
+        components: any of ``trait_lab.models.architectures.COMPONENTS``.
+        prompt: also return the prompt tokens' activations (pads removed).
+        dtype: cast captures (``None`` keeps the model's dtype; bf16 saves fine).
+    """
+
+    layers: Sequence[int] | None = None
+    components: Sequence[str] = ("residual",)
+    prompt: bool = False
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        self.components = _check_components(self.components)
+
+
+@dataclass
+class SteeringConfig:
+    """One steering vector for HookedGenerator.
+
+    Args:
+        vector: ``[hidden]``; added as ``coefficient * vector`` in mode ``"add"``; the other
+            modes use its direction ``v̂`` only.
+        layer: layer index (with ``component``) or a module path.
+        coefficient: one number, or one per batch row — N coefficients in one batch instead of
+            N runs. Its meaning follows ``mode``.
+        mode: ``"add"``: ``h + c·v`` (0 leaves a row unsteered). ``"ablate"``: ``h − c·⟨h,v̂⟩v̂``
+            (1 removes the direction, 0 leaves the row alone). ``"cap"``: a floor on the
+            projection, ``h + max(0, c − ⟨h,v̂⟩)·v̂`` (traitinterp's activation capping).
+            ``"ceiling"``: ``h − max(0, ⟨h,v̂⟩ − c)·v̂``. Capping changes every row it applies
+            to whatever ``c`` is, so use ``rows=`` to leave a baseline row alone. The hooks
+            (``SteeringHook``, ``AblationHook``, ``ActivationCappingHook``) apply the same
+            edits (:func:`trait_lab.hooks.edits.apply_edit`).
+        component: where to add it.
+        positions: ``"all"`` (prompt and generated tokens), ``"response"`` (from the last
+            prompt position — the one that predicts the first generated token — on),
+            ``"prompt"`` (the rest: the prompt up to, not including, its last position), or an
+            absolute ``(start, end)`` index range in the padded sequence (``end`` may be None).
+        rows: restrict to these batch rows (``None`` means all rows).
+    """
+
+    vector: Any
+    layer: int | str
+    coefficient: float | Sequence[float] = 1.0
+    component: str = "residual"
+    positions: Literal["all", "response", "prompt"] | tuple[int, int | None] = "all"
+    rows: Sequence[int] | None = None
+    mode: SteeringMode = "add"
+
+    def __post_init__(self) -> None:
+        if self.mode not in STEERING_MODES:
+            raise ValueError(
+                f"unknown steering mode {self.mode!r}; choose one of {', '.join(STEERING_MODES)}"
+            )
+        values = (
+            [self.coefficient]
+            if isinstance(self.coefficient, (int, float))
+            else list(self.coefficient)
+        )
+        for c in values:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                raise ValueError(f"coefficient must be finite numbers, got {self.coefficient!r}")
+        if isinstance(self.positions, str):
+            if self.positions not in ("all", "response", "prompt"):
+                raise ValueError(
+                    "positions must be 'all', 'response', 'prompt' or (start, end), got "
+                    f"{self.positions!r}"
+                )
+        else:
+            start, end = self.positions
+            if not isinstance(start, int) or start < 0 or (end is not None and end < start):
+                raise ValueError(
+                    f"positions range must be (start >= 0, end >= start or None), got "
+                    f"{self.positions!r}"
+                )
+
+
+@dataclass
+class ProjectionSpec:
+    """Project onto trait vectors while generating: ``{layer: [hidden] or [K, hidden]}``.
+
+    Vectors are normalised; scores are ``h · v̂`` per token, and per-token norms come along
+    so cosine scores are ``score / norm``.
+    """
+
+    vectors: dict[int, Any]
+    component: str = "residual"
+
+    def __post_init__(self) -> None:
+        if not self.vectors:
+            raise ValueError("ProjectionSpec.vectors is empty; give {layer: vector}")
+        _check_components([self.component])
+
+
+@dataclass
+class SamplingConfig:
+    """Greedy by default; ``do_sample=True`` for temperature / top-k / top-p sampling.
+
+    Example:
+        >>> SamplingConfig(do_sample=True, temperature=0.7, seed=0).temperature
+        0.7
+    """
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(
+                f"temperature must be > 0, got {self.temperature}; for greedy decoding use "
+                "do_sample=False"
+            )
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+
+    def generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+    def choose(self, logits: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        """Next token per row from ``[batch, vocab]`` logits."""
+        if not self.do_sample:
+            return logits.argmax(dim=-1)
+        scores = logits.float() / self.temperature
+        if self.top_k is not None:
+            kth = torch.topk(scores, min(self.top_k, scores.shape[-1])).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.top_p is not None:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+            drop = cumulative - sorted_scores.softmax(dim=-1) >= self.top_p
+            sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+            scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+        probs = scores.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+
+
+@dataclass
+class StreamEvent:
+    """One step of ``HookedGenerator.stream``.
+
+    ``token_ids[i]`` is row ``i``'s new token (``None`` once the row has finished or on the
+    closing event). ``scored_index`` names the token whose activations / projections /
+    norms (``[batch, ...]``) arrive in this event: the previous one, since a token's own
+    position is computed when it is fed back. Step 0 also carries the prompt's entries
+    (``[batch, prompt_len, ...]``, left padding included; use the attention mask).
+    """
+
+    step: int
+    token_ids: list[int | None]
+    finished: list[bool]
+    scored_index: int | None = None
+    activations: Activations | None = None
+    projections: dict[int, torch.Tensor] | None = None
+    norms: dict[int, torch.Tensor] | None = None
+    prompt_activations: Activations | None = None
+    prompt_projections: dict[int, torch.Tensor] | None = None
+    prompt_norms: dict[int, torch.Tensor] | None = None
+
+
+def _stack(rows: dict[Any, list[torch.Tensor]]) -> dict[Any, torch.Tensor]:
+    return {k: torch.stack(v) if v else torch.empty(0) for k, v in rows.items()}
+
+
+@dataclass
+class GenerationResult:
+    """One row's generation: tokens up to its first EOS, with per-token captures.
+
+    ``activations[layer][component]`` is ``[n_tokens, hidden]`` and ``projections[layer]`` is
+    ``[n_tokens]`` (one vector) or ``[n_tokens, K]``; row ``k`` belongs to ``token_ids[k]``.
+    ``prompt_*`` entries cover the prompt without its left padding.
+    """
+
+    prompt_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: Literal["eos", "length", "cancelled"] = "length"
+    activations: Activations = field(default_factory=dict)
+    projections: dict[int, torch.Tensor] = field(default_factory=dict)
+    norms: dict[int, torch.Tensor] = field(default_factory=dict)
+    prompt_activations: Activations = field(default_factory=dict)
+    prompt_projections: dict[int, torch.Tensor] = field(default_factory=dict)
+    prompt_norms: dict[int, torch.Tensor] = field(default_factory=dict)
+    _pad: int = 0
+    _finished: bool = False
+    _rows: dict[Any, list[torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def start(cls, ids: torch.Tensor, mask: torch.Tensor) -> GenerationResult:
+        pad = int((mask == 0).sum())
+        return cls(prompt_ids=ids[pad:].tolist(), _pad=pad)
+
+    def absorb(self, event: StreamEvent, row: int) -> None:
+        """Take this row's share of one stream event."""
+        if event.prompt_activations is not None:
+            self.prompt_activations = {
+                layer: {c: t[row, self._pad :] for c, t in comps.items()}
+                for layer, comps in event.prompt_activations.items()
+            }
+        if event.prompt_projections is not None:
+            self.prompt_projections = {
+                k: v[row, self._pad :] for k, v in event.prompt_projections.items()
+            }
+            self.prompt_norms = {
+                k: v[row, self._pad :] for k, v in (event.prompt_norms or {}).items()
+            }
+        scored = event.scored_index
+        if scored is not None and scored < len(self.token_ids):
+            for layer, comps in (event.activations or {}).items():
+                for comp, t in comps.items():
+                    self._rows.setdefault(("a", layer, comp), []).append(t[row])
+            for layer, t in (event.projections or {}).items():
+                self._rows.setdefault(("p", layer), []).append(t[row])
+            for layer, t in (event.norms or {}).items():
+                self._rows.setdefault(("n", layer), []).append(t[row])
+        token = event.token_ids[row]
+        if token is not None:
+            self.token_ids.append(token)
+        self._finished = event.finished[row]
+
+    def finish(self, max_new_tokens: int, cancelled: bool) -> None:
+        """Stack the per-token rows and set ``finish_reason``."""
+        stacked = _stack(self._rows)
+        self._rows = {}
+        for key, tensor in stacked.items():
+            if key[0] == "a":
+                self.activations.setdefault(key[1], {})[key[2]] = tensor
+            elif key[0] == "p":
+                self.projections[key[1]] = tensor
+            else:
+                self.norms[key[1]] = tensor
+        if self._finished:
+            self.finish_reason = "eos"
+        elif cancelled and len(self.token_ids) < max_new_tokens:
+            self.finish_reason = "cancelled"

@@ -1,0 +1,243 @@
+"""HookedGenerator: KV-cached generation with capture, steering and projection together.
+
+One loop serves ``generate`` (whole batch, results at the end) and ``stream`` (an event per
+step, cancellable). It matches ``model.generate`` token for token when greedy, on left-padded
+batches; each row stops at its own EOS; steering is applied from the position that predicts
+the first generated token on (and optionally to the prompt); captured activations and
+projection scores line up 1:1 with tokens: token ``k``'s entry is the hidden state at token
+``k``'s own position, exactly what a no-cache forward over the final sequence gives there.
+
+Example:
+    >>> import torch
+    >>> from trait_lab.testing import tiny_model, tiny_batch
+    >>> gen = HookedGenerator(tiny_model())
+    >>> batch = tiny_batch(2, 5, left_pad=(0, 2))
+    >>> out = gen.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=4,
+    ...                    capture=CaptureConfig(layers=[1]))
+    >>> len(out[0].token_ids) == out[0].activations[1]["residual"].shape[0]
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from trait_lab.generation.configs import (
+    CaptureConfig,
+    GenerationResult,
+    ProjectionSpec,
+    SamplingConfig,
+    SteeringConfig,
+    StreamEvent,
+)
+from trait_lab.generation.step_hooks import StepHooks
+from trait_lab.models.architectures import COMPONENTS, n_layers
+from trait_lab.models.kv_cache import cache_keyword, output_cache
+
+__all__ = [
+    "COMPONENTS",
+    "CaptureConfig",
+    "GenerationResult",
+    "HookedGenerator",
+    "ProjectionSpec",
+    "SamplingConfig",
+    "SteeringConfig",
+    "StreamEvent",
+]
+
+
+@dataclass
+class _State:
+    """What the loop knows at each step (shared with the hooks)."""
+
+    prompt_len: int
+    offset: int = 0
+    tokens: list[torch.Tensor] = field(default_factory=list)
+
+
+def _eos_ids(model: nn.Module, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    if eos_token_id is None:
+        config = getattr(model, "generation_config", None) or getattr(model, "config", None)
+        eos_token_id = getattr(config, "eos_token_id", None)
+    if eos_token_id is None:
+        return []
+    return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+
+
+def _pad_id(model: nn.Module, pad_token_id: int | None, eos: list[int]) -> int:
+    if pad_token_id is not None:
+        return int(pad_token_id)
+    for config in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        value = getattr(config, "pad_token_id", None)
+        if isinstance(value, int):
+            return value
+    return eos[0] if eos else 0
+
+
+class HookedGenerator:
+    """Generate with steering, capture and projection in one KV-cached loop.
+
+    Args:
+        model: a Hugging Face causal LM (any architecture in ``trait_lab.models.architectures``).
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> HookedGenerator(tiny_model()).n_layers
+        3
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.n_layers = n_layers(model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = torch.as_tensor(input_ids)
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(
+                f"input_ids must be [batch, seq] with seq >= 1, got shape {tuple(input_ids.shape)}"
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.as_tensor(attention_mask)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
+                f"shape {tuple(input_ids.shape)}"
+            )
+        if bool((attention_mask[:, -1] == 0).any()):
+            rows = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
+            raise ValueError(
+                f"rows {rows} end with padding: generation needs LEFT padding (the last column "
+                "must be a real token). Set tokenizer.padding_side = 'left' (load_model does)."
+            )
+        if bool((attention_mask.sum(dim=1) == 0).any()):
+            raise ValueError("a row of attention_mask is all zeros: every prompt needs a token")
+        device = self.device
+        return input_ids.to(device), attention_mask.to(device).long()
+
+    def stream(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        *,
+        capture: CaptureConfig | None = None,
+        steering: Sequence[SteeringConfig] = (),
+        projection: ProjectionSpec | None = None,
+        sampling: SamplingConfig | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Yield a ``StreamEvent`` per generated step; stop early by breaking or ``cancel.set()``.
+
+        Each event carries the new token of every row (``None`` for rows already finished)
+        and, when capture or projection is on, the activations/scores of the previous token
+        (its own position is only computed when it is fed back). A last event with no new
+        tokens delivers the final token's scores. Hooks are removed when the iterator is
+        closed, exhausted or garbage-collected.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        ids, mask = self._inputs(input_ids, attention_mask)
+        batch, prompt_len = ids.shape
+        sampling = sampling or SamplingConfig()
+        eos = _eos_ids(self.model, eos_token_id)
+        pad = _pad_id(self.model, pad_token_id, eos)
+        state = _State(prompt_len=prompt_len)
+        hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
+        rng = sampling.generator(self.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache, cache_name = None, cache_keyword(self.model)
+        step_ids, step_pos = ids, positions
+        with hooks, torch.no_grad():
+            for step in range(max_new_tokens + 1):
+                # absolute index of this forward's first token in the padded sequence
+                state.offset = 0 if step == 0 else prompt_len + step - 1
+                out = self.model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=step_pos,
+                    use_cache=True,
+                    **{cache_name: cache},
+                )
+                cache = output_cache(out)
+                scored = hooks.collect(step)
+                done = step == max_new_tokens or bool(finished.all())
+                if done or (cancel is not None and cancel.is_set()):
+                    if scored:
+                        yield StreamEvent(step, [None] * batch, finished.tolist(), **scored)
+                    return
+                logits = out.logits[:, -1, :]
+                token = sampling.choose(logits, rng)
+                token = torch.where(finished, torch.full_like(token, pad), token)
+                was_finished = finished.clone()
+                if eos:
+                    finished |= torch.isin(token, torch.tensor(eos, device=token.device))
+                state.tokens.append(token)
+                new = [None if was_finished[i] else int(token[i]) for i in range(batch)]
+                yield StreamEvent(step, new, finished.tolist(), **scored)
+                if not hooks.needs_final_step and (
+                    bool(finished.all()) or step + 1 == max_new_tokens
+                ):
+                    return
+                step_ids = token.unsqueeze(-1)
+                mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+                step_pos = step_pos[:, -1:] + 1
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        *,
+        capture: CaptureConfig | None = None,
+        steering: Sequence[SteeringConfig] = (),
+        projection: ProjectionSpec | None = None,
+        sampling: SamplingConfig | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[GenerationResult]:
+        """Generate for a left-padded batch; one ``GenerationResult`` per row.
+
+        ``token_ids`` of a row end at its first EOS (included); ``activations[layer][comp]``
+        and ``projections[layer]`` have one row per token in ``token_ids``.
+        """
+        ids, mask = self._inputs(input_ids, attention_mask)
+        results = [GenerationResult.start(ids[i], mask[i]) for i in range(ids.shape[0])]
+        events = self.stream(
+            ids,
+            mask,
+            max_new_tokens,
+            capture=capture,
+            steering=steering,
+            projection=projection,
+            sampling=sampling,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            cancel=cancel,
+        )
+        for event in events:
+            for i, result in enumerate(results):
+                result.absorb(event, i)
+        for result in results:
+            result.finish(max_new_tokens, cancelled=cancel is not None and cancel.is_set())
+        return results

@@ -1,0 +1,359 @@
+"""Shared machinery for every hook: target resolution, exception-safe lifetime, vector checks.
+
+A hook context registers PyTorch hooks on ``__enter__`` and removes every one of them on
+``__exit__``, also when the body raised. Vector math runs in fp32 whatever the model dtype and
+the result is cast back; vectors follow the activations to their device on first use.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from trait_lab.models.architectures import (
+    INPUT_SUFFIX,
+    find_layers,
+    get_hook_path,
+    get_module,
+    hidden_size,
+    split_hook_path,
+)
+from trait_lab.models.kv_cache import forward_offset
+
+Target = int | str
+VectorLike = torch.Tensor | np.ndarray | Sequence[float]
+TensorFn = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+def resolve_target(model: nn.Module, target: Target, component: str = "residual") -> str:
+    """Turn a layer index (plus component) or a module path into a validated hook path.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> resolve_target(tiny_model("llama"), 1, "mlp_contribution")
+        'model.layers.1.mlp.down_proj'
+    """
+    if isinstance(target, bool):
+        raise TypeError(f"target must be a layer index or a module path, got {target!r}")
+    if isinstance(target, (int, np.integer)):
+        return get_hook_path(int(target), component, model=model)
+    if isinstance(target, str):
+        get_module(model, target)  # raises with close matches when missing
+        split_hook_path(target)
+        return target
+    raise TypeError(
+        f"target must be a layer index (int) or a module path (str), got "
+        f"{type(target).__name__}: {target!r}"
+    )
+
+
+def as_vector(
+    vector: VectorLike,
+    *,
+    name: str = "vector",
+    width: int | None = None,
+    direction: bool = False,
+) -> torch.Tensor:
+    """Validate and return a 1-D fp32 CPU copy of ``vector``.
+
+    ``direction=True`` also rejects zero-norm vectors (a direction must have one) and returns
+    the unit vector.
+
+    Example:
+        >>> as_vector([3.0, 4.0], direction=True).tolist()
+        [0.6000000238418579, 0.800000011920929]
+    """
+    if isinstance(vector, torch.Tensor):
+        tensor = vector.detach()
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(vector, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} must be a 1-D tensor, array or list of floats, got {type(vector).__name__}"
+            ) from exc
+    if tensor.dim() != 1:
+        raise ValueError(
+            f"{name} must be 1-D [hidden], got shape {tuple(tensor.shape)}. "
+            "Pass one vector per hook (index it, e.g. vectors[layer]), or use a multi-vector hook."
+        )
+    if not tensor.is_floating_point():
+        tensor = tensor.double()
+    tensor = tensor.to(device="cpu", dtype=torch.float32).clone()
+    if width is not None and tensor.shape[0] != width:
+        raise ValueError(
+            f"{name} has length {tensor.shape[0]} but the hooked activations are {width} wide. "
+            "Use a vector extracted from this model at this component."
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} contains {bad} NaN/inf values; it must be finite")
+    if direction:
+        norm = float(tensor.norm())
+        if norm < 1e-8 or not math.isfinite(norm):
+            raise ValueError(
+                f"{name} is a zero vector (norm {norm:.3g}); a direction needs a nonzero norm"
+            )
+        tensor = tensor / norm
+    return tensor
+
+
+def first_tensor(output: Any, where: str, module: nn.Module | None = None) -> torch.Tensor:
+    """The hidden-state tensor in a module output: the tensor itself or a tuple's first item.
+
+    Anything else raises ``TypeError`` naming ``where`` (the hook path) and, when ``module`` is
+    given, its class and the child modules to target instead.
+
+    Example:
+        >>> first_tensor((torch.ones(2), None), "model.layers.0").tolist()
+        [1.0, 1.0]
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    is_input = where.endswith(INPUT_SUFFIX)
+    name = where[: -len(INPUT_SUFFIX)] if is_input else where
+    kind = f" ({type(module).__name__})" if module is not None else ""
+    children = [] if module is None else [c for c, _ in module.named_children()][:8]
+    children = [f"{name}.{c}" if name else c for c in children]
+    verb = "was called with" if is_input else "returned"
+    raise TypeError(
+        f"module {where!r}{kind} {verb} {type(output).__name__}, not a tensor or a tuple/list "
+        "starting with one, so it cannot be hooked or captured. Target one of its child modules "
+        f"that returns a tensor instead: {', '.join(children) or '(none)'} (list them all with "
+        "[n for n, _ in model.named_modules()])."
+    )
+
+
+def replace_first(output: Any, new: torch.Tensor) -> Any:
+    """``output`` with its hidden-state tensor replaced by ``new``."""
+    if isinstance(output, torch.Tensor):
+        return new
+    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
+
+
+class _Dispatch:
+    """The one torch hook trait_lab keeps on a module side: editors first, then observers.
+
+    Editors (steering, ablation, capping) run in registration order; observers (capture,
+    projection) then all see the final, edited tensor, whatever order the contexts were
+    entered in. The torch hook is prepended, so HF's own recorders (``output_hidden_states``)
+    also see the edited stream.
+    """
+
+    def __init__(self, module: nn.Module, name: str, is_input: bool) -> None:
+        self.module = module
+        self.name = name
+        self.is_input = is_input
+        self.editors: list[TensorFn] = []
+        self.observers: list[TensorFn] = []
+        if is_input:
+            self.handle = module.register_forward_pre_hook(
+                self._pre_hook, with_kwargs=True, prepend=True
+            )
+        else:
+            self.handle = module.register_forward_hook(self._post_hook, prepend=True)
+
+    def _run(self, h: torch.Tensor) -> torch.Tensor | None:
+        edited = None
+        for editor in list(self.editors):
+            new = editor(h if edited is None else edited)
+            if new is not None:
+                edited = new
+        final = h if edited is None else edited
+        for observer in list(self.observers):
+            observer(final)
+        return edited
+
+    def _pre_hook(self, mod: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+        where = self.name + INPUT_SUFFIX
+        if args:
+            new = self._run(first_tensor(args[0], where, self.module))
+            return None if new is None else ((new, *args[1:]), kwargs)
+        if "hidden_states" in kwargs:
+            new = self._run(first_tensor(kwargs["hidden_states"], where, self.module))
+            return None if new is None else (args, {**kwargs, "hidden_states": new})
+        raise TypeError(
+            f"module {self.name!r} was called without positional input or hidden_states=, so "
+            "its input cannot be hooked; hook the previous block's output instead"
+        )
+
+    def _post_hook(self, mod: nn.Module, args: tuple, output: Any) -> Any:
+        new = self._run(first_tensor(output, self.name, self.module))
+        return None if new is None else replace_first(output, new)
+
+
+_DISPATCHERS: weakref.WeakKeyDictionary[nn.Module, dict[bool, _Dispatch]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class TensorHookHandle:
+    """Removes one editor or observer; the torch hook goes when its module has none left."""
+
+    def __init__(self, dispatch: _Dispatch, fn: TensorFn, edits: bool) -> None:
+        self._dispatch = dispatch
+        self._fn: TensorFn | None = fn
+        self._list = dispatch.editors if edits else dispatch.observers
+
+    def remove(self) -> None:
+        if self._fn is None:
+            return
+        for i, fn in enumerate(self._list):
+            if fn is self._fn:
+                del self._list[i]
+                break
+        self._fn = None
+        d = self._dispatch
+        if not d.editors and not d.observers:
+            d.handle.remove()
+            sides = _DISPATCHERS.get(d.module, {})
+            if sides.get(d.is_input) is d:
+                del sides[d.is_input]
+
+
+def register_tensor_hook(
+    model: nn.Module, path: str, fn: TensorFn, *, edits: bool = False
+) -> TensorHookHandle:
+    """Call ``fn`` on the hidden states at ``path``.
+
+    ``edits=True`` marks an editor: a tensor it returns replaces the hidden states. Observers
+    (``edits=False``) see the hidden states after every editor on that module has run.
+    """
+    module = get_module(model, path)
+    name, is_input = split_hook_path(path)
+    sides = _DISPATCHERS.setdefault(module, {})
+    dispatch = sides.get(is_input)
+    if dispatch is None:
+        dispatch = sides[is_input] = _Dispatch(module, name, is_input)
+    (dispatch.editors if edits else dispatch.observers).append(fn)
+    return TensorHookHandle(dispatch, fn, edits)
+
+
+def expected_width(model: nn.Module, path: str) -> int | None:
+    """Width of the activations at ``path`` when it can be known before a forward pass."""
+    module = get_module(model, path)
+    _, is_input = split_hook_path(path)
+    if isinstance(module, nn.Linear):
+        return module.in_features if is_input else module.out_features
+    try:
+        _, layers = find_layers(model)
+    except ValueError:
+        return None
+    if any(module is block for block in layers):
+        try:
+            return hidden_size(model)
+        except ValueError:
+            return None
+    return None
+
+
+def check_width(h: torch.Tensor, vector: torch.Tensor, where: str, name: str = "vector") -> None:
+    """Fail with a clear message when activations and vector widths differ at forward time."""
+    if h.shape[-1] != vector.shape[-1]:
+        raise ValueError(
+            f"{name} has length {vector.shape[-1]} but the activations at {where!r} are "
+            f"{h.shape[-1]} wide; use a vector extracted from this model at this component"
+        )
+
+
+class DeviceVector:
+    """A validated fp32 vector (or matrix) with per-device copies made on first use."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.cpu = tensor
+        self._copies: dict[torch.device, torch.Tensor] = {}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        if device.type == "cpu":
+            return self.cpu
+        copy = self._copies.get(device)
+        if copy is None:
+            copy = self._copies[device] = self.cpu.to(device)
+        return copy
+
+
+class PositionTracker:
+    """Knows the absolute index (in the padded input) of the tokens in the current forward.
+
+    A pre-hook on the module that owns the blocks reads how many tokens the KV cache already
+    holds, so a decode step with one token knows it is at position ``prompt_len + step``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        layers_path, _ = find_layers(model)
+        owner_path = layers_path.rpartition(".")[0]
+        self.owner = model.get_submodule(owner_path) if owner_path else model
+        self.offset = 0
+
+    def attach(self) -> RemovableHandle:
+        def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+            self.offset = forward_offset(args, kwargs)
+
+        return self.owner.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def positions(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        return torch.arange(self.offset, self.offset + seq_len, device=device)
+
+
+_H = TypeVar("_H", bound="HookContext")
+
+
+class HookContext:
+    """Base of every hook: registers in ``__enter__``, removes everything in ``__exit__``.
+
+    Subclasses implement ``_attach`` and register through ``self._add``. A failure half-way
+    through ``_attach`` removes what was already registered.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self._handles: list[RemovableHandle | TensorHookHandle] = []
+
+    def _attach(self) -> None:
+        raise NotImplementedError
+
+    def _add(self, handle: RemovableHandle | TensorHookHandle) -> None:
+        self._handles.append(handle)
+
+    @property
+    def active(self) -> bool:
+        """Whether the hooks are currently registered."""
+        return bool(self._handles)
+
+    def register(self: _H) -> _H:
+        """Register the hooks (what ``with`` does); prefer the context-manager form."""
+        if self._handles:
+            raise RuntimeError(f"{type(self).__name__} is already registered; exit it first")
+        try:
+            self._attach()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        """Remove every hook this context registered (idempotent)."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __enter__(self: _H) -> _H:
+        return self.register()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def fp32_apply(h: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` to ``h`` in fp32 and cast the result back to ``h``'s dtype."""
+    return fn(h.float()).to(h.dtype)

@@ -1,0 +1,161 @@
+"""Figure export: PNG, SVG, PDF and self-contained HTML from any plotly figure, plus a small
+ipywidgets bar that every view puts under its figure.
+
+Static images go through kaleido, which drives a local chromium (Debian's ``/usr/bin/chromium``
+works: ``apt-get install -y chromium``). The first image starts one kaleido server for the
+process, so later images cost a fraction of a second. HTML needs no browser and carries
+plotly.js inside the file, so it opens offline.
+
+Example:
+    >>> import plotly.graph_objects as go
+    >>> export_figure(go.Figure(), "figure.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot export to 'figure.txt': unknown extension '.txt'; use one of .png, ...
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from trait_lab.core import atomic_write
+
+FORMATS = (".png", ".svg", ".pdf", ".html")
+_CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+_server_lock = threading.Lock()
+_server_started = False
+
+
+class ChromiumMissingError(RuntimeError):
+    """Static export needs a chromium that kaleido can start."""
+
+
+def find_chromium() -> str | None:
+    """The browser kaleido will use: ``$BROWSER_PATH``, else the first chromium on ``PATH``.
+
+    Example:
+        >>> find_chromium() is None or Path(find_chromium()).exists()
+        True
+    """
+    explicit = os.environ.get("BROWSER_PATH")
+    if explicit and Path(explicit).exists():
+        return explicit
+    for name in _CHROME_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _missing_message(path: Path) -> str:
+    return (
+        f"cannot write {path.name}: static export (PNG/SVG/PDF) needs chromium and none was "
+        "found (looked at $BROWSER_PATH and for chromium / google-chrome on PATH). Install it "
+        "with `sudo apt-get install -y chromium` (Debian/Ubuntu) or `brew install --cask "
+        "chromium` (macOS), or point BROWSER_PATH at a Chrome binary. HTML export works without "
+        f"it: export_figure(fig, {str(path.with_suffix('.html'))!r})"
+    )
+
+
+def _start_server() -> None:
+    global _server_started
+    with _server_lock:
+        if _server_started:
+            return
+        import kaleido
+
+        pio.defaults.mathjax = None  # offline: no MathJax download
+        kaleido.start_sync_server(silence_warnings=True)
+        _server_started = True
+
+
+def export_figure(fig: go.Figure, path: str | os.PathLike[str], *, scale: float = 2.0) -> Path:
+    """Write ``fig`` to ``path``; the extension picks the format (.png, .svg, .pdf, .html).
+
+    The file appears whole or not at all (written to a temporary file in the same folder,
+    then renamed), so an existing figure is never left half-overwritten.
+
+    Args:
+        fig: a plotly figure (a ``FigureWidget`` works too).
+        path: where to write; missing folders are created.
+        scale: pixel density for PNG (2 = sharp on high-DPI screens).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import plotly.graph_objects as go
+        >>> export_figure(go.Figure(go.Bar(y=[1, 2])), "bars.html")  # doctest: +SKIP
+        PosixPath('bars.html')
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"cannot export to {str(path)!r}: unknown extension {target.suffix!r}; use one of "
+            f"{', '.join(FORMATS)}"
+        )
+    if not isinstance(fig, go.Figure | go.FigureWidget):
+        raise TypeError(f"export_figure needs a plotly figure, got {type(fig).__name__}")
+    if suffix != ".html" and find_chromium() is None:
+        raise ChromiumMissingError(_missing_message(target))
+
+    def write(tmp: Path) -> None:
+        if suffix == ".html":
+            fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+            return
+        _start_server()
+        with warnings.catch_warnings():  # plotly warns that kaleido's server ignores kopts
+            warnings.filterwarnings("ignore", message="The kopts argument")
+            fig.write_image(tmp, format=suffix[1:], scale=scale if suffix == ".png" else 1)
+
+    atomic_write(target, write)
+    return target
+
+
+class ExportBar(w.HBox):
+    """A path box, a format picker and a Save button for the figure ``get_figure()`` returns.
+
+    Errors (no chromium, bad path) appear in the bar's status text instead of a traceback.
+
+    Example:
+        >>> import plotly.graph_objects as go
+        >>> bar = ExportBar(lambda: go.Figure(), "figures/example")
+        >>> bar.filename.value, bar.format.value
+        ('figures/example', 'png')
+    """
+
+    def __init__(self, get_figure: Callable[[], Any], stem: str = "figures/figure") -> None:
+        self._get_figure = get_figure
+        self.filename = w.Text(value=stem, description="save as", layout=w.Layout(width="260px"))
+        self.format = w.Dropdown(
+            options=["png", "svg", "pdf", "html"], value="png", layout=w.Layout(width="80px")
+        )
+        self.button = w.Button(description="Save", icon="download", layout=w.Layout(width="90px"))
+        self.status = w.HTML("")
+        self.button.on_click(lambda _: self.save())
+        super().__init__([self.filename, self.format, self.button, self.status])
+        self.add_class("tl-export")
+
+    def save(self) -> Path | None:
+        """Export now; returns the path, or ``None`` with the reason shown in the bar."""
+        path = Path(f"{self.filename.value}.{self.format.value}")
+        self.status.value = f"saving {path} …"
+        try:
+            written = export_figure(self._get_figure(), path)
+        except (ValueError, TypeError, OSError, RuntimeError) as exc:
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
+            return None
+        self.status.value = f"saved <code>{html.escape(str(written))}</code>"
+        return written

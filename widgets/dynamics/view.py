@@ -1,0 +1,369 @@
+"""TraitDynamics: per-token trait projections of projection records, as an interactive view.
+
+Every number in the figure comes from :func:`trait_lab.dynamics.matrix.trait_matrix` (through
+:mod:`widgets.dynamics.figures`), so what the view shows is what the library computes. Live
+mode adds a prompt box and a Run button that project a new prompt with
+:func:`trait_lab.dynamics.inference.project_prompts` and show it.
+
+Example:
+    >>> from trait_lab.testing import tiny_record
+    >>> rec = tiny_record(layers=[4])
+    >>> view = TraitDynamics([rec])
+    >>> view.clean.value = "All candidates"
+    >>> view.shown().rows
+    ['L4']
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from trait_lab.dynamics import CLEAN_OPTIONS, MODES, ProjectionRecord, load_record, project_prompts
+from widgets.common.export import ExportBar
+from widgets.dynamics.figures import (
+    VIEWS,
+    Panel,
+    Shown,
+    draw,
+    layers_panel,
+    read,
+    record_label,
+    traits_panel,
+)
+
+__all__ = ["TraitDynamics"]
+
+RecordLike = ProjectionRecord | str | os.PathLike[str]
+SMOOTHING_WINDOWS = (1, 3, 5, 7, 9)
+
+
+def _as_record(item: Any, index: int) -> ProjectionRecord:
+    if isinstance(item, ProjectionRecord):
+        return item
+    if isinstance(item, str | os.PathLike):
+        return load_record(item)
+    raise ValueError(
+        f"records[{index}] is a {type(item).__name__}; pass ProjectionRecord objects or paths to "
+        "record files (load_record(path) / run_inference(...) returns them)"
+    )
+
+
+def _choose(name: str, value: Any, allowed: Sequence[Any], fix: str) -> Any:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)} ({fix})")
+    return value
+
+
+class TraitDynamics(w.VBox):
+    """Records × traits × layers × tokens as a heatmap or lines, with a Clean dropdown.
+
+    Args:
+        records: projection records, or paths to record files (read with ``load_record``).
+        trait: the trait shown first (default: the first record's first trait).
+        clean: one of ``CLEAN_OPTIONS``; ``mode``: ``"raw"``, ``"normalized"`` or ``"cosine"``.
+        smoothing, centre: the first smoothing window (1, 3, 5, 7 or 9) and centring.
+        view: one of ``VIEWS`` (``"tokens × layers"``, ``"tokens × traits"``, ``"lines"``).
+        model, tokenizer, traits, calibration: give all four for live mode (a prompt box and a
+            Run button; see :meth:`live`); ``traits`` is ``{name: {layer: vector}}``.
+        max_new_tokens: response length in live mode.
+        export_stem: default path (without extension) of the export bar.
+
+    Controls are attributes (``record``, ``trait``, ``view``, ``clean``, ``mode``,
+    ``smoothing``, ``centre``, ``layers``, ``layer``); set their ``.value`` to drive the view
+    from Python. ``figure`` is the plotly ``FigureWidget`` and :meth:`shown` what it shows.
+
+    Example:
+        >>> from trait_lab.testing import tiny_record
+        >>> rec = tiny_record(layers=[4])
+        >>> TraitDynamics([rec], trait="x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown trait 'x'; choose one of ['t'] (...)
+    """
+
+    def __init__(
+        self,
+        records: Sequence[RecordLike] | RecordLike = (),
+        *,
+        trait: str | None = None,
+        clean: str = "No cleaning",
+        mode: str = "cosine",
+        view: str = "tokens × layers",
+        smoothing: int = 1,
+        centre: bool = False,
+        model: Any = None,
+        tokenizer: Any = None,
+        traits: Mapping[str, Any] | None = None,
+        calibration: Mapping[str, Any] | None = None,
+        max_new_tokens: int = 32,
+        export_stem: str = "figures/trait_dynamics",
+    ) -> None:
+        if isinstance(records, ProjectionRecord | str | os.PathLike):
+            records = [records]
+        self.records: list[ProjectionRecord] = [_as_record(r, i) for i, r in enumerate(records)]
+        live = {
+            "model": model,
+            "tokenizer": tokenizer,
+            "traits": traits,
+            "calibration": calibration,
+        }
+        given = [k for k, v in live.items() if v is not None]
+        if given and len(given) < len(live):
+            missing = [k for k in live if k not in given]
+            raise ValueError(
+                f"live mode needs model, tokenizer, traits and calibration; {missing} missing "
+                "(pass all four, or none to show records only)"
+            )
+        self._live = live if given else None
+        self._max_new_tokens = max_new_tokens
+        if not self.records and self._live is None:
+            raise ValueError(
+                "no records to show; pass TraitDynamics([record, ...]) with ProjectionRecords or "
+                "paths from run_inference(...), or use TraitDynamics.live(model, tokenizer, "
+                "traits, calibration) to type prompts"
+            )
+        _choose("clean option", clean, CLEAN_OPTIONS, "clean=")
+        _choose("mode", mode, MODES, "mode=")
+        _choose("view", view, VIEWS, "view=")
+        _choose("smoothing window", smoothing, SMOOTHING_WINDOWS, "smoothing=")
+        if trait is not None:
+            first = self.records[0].projections if self.records else live["traits"]
+            _choose("trait", trait, sorted(first), "trait= names a trait of the first record")
+        self._syncing = False
+        self._build_controls(clean, mode, view, smoothing, centre)
+        self.status = w.HTML("").add_class("tl-status")
+        self.figure = go.FigureWidget()
+        self.export_bar = ExportBar(lambda: self.figure, export_stem)
+        body = [
+            w.HBox([self.record, self.trait, self.layer]).add_class("tl-row"),
+            w.HBox([self.view, self.clean, self.mode]).add_class("tl-row"),
+            w.HBox([self.smoothing, self.centre, self.layers]).add_class("tl-row"),
+        ]
+        if self._live is not None:
+            self.prompt = w.Text(placeholder="type a prompt", layout=w.Layout(width="420px"))
+            self.run_button = w.Button(description="Run", icon="play")
+            self.prompt.add_class("tl-prompt")
+            self.run_button.add_class("tl-run")
+            self.run_button.on_click(lambda _: self.run())
+            body.insert(0, w.HBox([self.prompt, self.run_button]).add_class("tl-row"))
+        wrapper = w.Box([self.figure]).add_class("tl-dynamics-figure")
+        super().__init__([*body, self.status, wrapper, self.export_bar])
+        self.add_class("tl-trait-dynamics")
+        self._set_record_options(0 if self.records else None, trait)
+
+    @classmethod
+    def live(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        traits: Mapping[str, Any],
+        calibration: Mapping[str, Any],
+        records: Sequence[RecordLike] = (),
+        **kwargs: Any,
+    ) -> TraitDynamics:
+        """A view with a prompt box: Run projects the prompt and shows the new record.
+
+        Example:
+            >>> view = TraitDynamics.live(model, tok, {"t": {4: v}}, cal)  # doctest: +SKIP
+            >>> view.prompt.value = "Hello!"; view.run()  # doctest: +SKIP
+        """
+        return cls(
+            records,
+            model=model,
+            tokenizer=tokenizer,
+            traits=traits,
+            calibration=calibration,
+            **kwargs,
+        )
+
+    # --- controls ---------------------------------------------------------------------------
+
+    def _build_controls(
+        self, clean: str, mode: str, view: str, smoothing: int, centre: bool
+    ) -> None:
+        def dropdown(description: str, options: Sequence[Any], value: Any, width: str) -> Any:
+            return w.Dropdown(
+                options=options, value=value, description=description, layout=w.Layout(width=width)
+            )
+
+        self.record = dropdown("record", [], None, "420px")
+        self.trait = dropdown("trait", [], None, "220px")
+        self.layer = dropdown("layer", [], None, "160px")
+        self.view = w.ToggleButtons(options=list(VIEWS), value=view, description="view")
+        self.clean = dropdown("Clean", list(CLEAN_OPTIONS), clean, "260px")
+        self.mode = dropdown("mode", list(MODES), mode, "200px")
+        self.smoothing = w.IntSlider(value=smoothing, min=1, max=9, step=2, description="smoothing")
+        self.centre = w.Checkbox(value=centre, description="centre on response mean")
+        self.layers = w.SelectMultiple(options=[], description="layers", rows=4)
+        names = (
+            "record",
+            "trait",
+            "layer",
+            "view",
+            "clean",
+            "mode",
+            "smoothing",
+            "centre",
+            "layers",
+        )
+        for name in names:
+            getattr(self, name).add_class(f"tl-{name}")
+        self.record.observe(self._on_record, "value")
+        self.trait.observe(self._on_trait, "value")
+        self.view.observe(self._on_view, "value")
+        self.smoothing.observe(self._on_smoothing, "value")
+        for control in (self.layer, self.clean, self.mode, self.centre, self.layers):
+            control.observe(lambda _: self.refresh(), "value")
+
+    @property
+    def current(self) -> ProjectionRecord:
+        """The record the view shows."""
+        if self.record.value is None:
+            raise ValueError("no record yet; type a prompt and press Run, or pass records")
+        return self.records[self.record.value]
+
+    def _set_record_options(self, index: int | None, trait: str | None = None) -> None:
+        options = [(f"{i}: {record_label(r)}", i) for i, r in enumerate(self.records)]
+        self._syncing = True
+        try:
+            self.record.options = options
+            self.record.value = index
+        finally:
+            self._syncing = False
+        self._on_record(None, trait)
+
+    def _on_record(self, _: Any, trait: str | None = None) -> None:
+        if self._syncing or self.record.value is None:
+            return
+        rec = self.current
+        names = sorted(rec.projections)
+        keep = trait or self.trait.value
+        layers = sorted({lay for per in rec.projections.values() for lay in per})
+        self._syncing = True
+        try:
+            self.trait.options = names
+            self.trait.value = keep if keep in names else names[0]
+            self.layer.options = [(f"L{lay}", lay) for lay in layers]
+            self.layer.value = self.layer.value if self.layer.value in layers else layers[0]
+            self._set_layers()
+        finally:
+            self._syncing = False
+        self._on_view(None)
+
+    def _set_layers(self) -> None:
+        available = sorted(self.current.projections[self.trait.value])
+        before, options = set(self.layers.value), set(self.layers.options)
+        keep = [lay for lay in available if lay in before]
+        if not keep or (before == options and set(available) != options):
+            keep = available  # all layers were shown: keep showing all of the new trait's
+        self.layers.options = [(f"L{lay}", lay) for lay in available]
+        self.layers.value = tuple(keep)
+
+    def _on_trait(self, _: Any) -> None:
+        if self._syncing or self.trait.value is None:
+            return
+        self._syncing = True
+        try:
+            self._set_layers()
+        finally:
+            self._syncing = False
+        self.refresh()
+
+    def _on_view(self, _: Any) -> None:
+        by_traits = self.view.value == "tokens × traits"
+        self.layer.layout.display = None if by_traits else "none"
+        self.trait.layout.display = "none" if by_traits else None
+        self.layers.layout.display = "none" if by_traits else None
+        self.refresh()
+
+    def _on_smoothing(self, change: Any) -> None:
+        if change["new"] % 2 == 0:  # the slider steps by 2, but Python may set any int
+            self.smoothing.value = min(change["new"] + 1, SMOOTHING_WINDOWS[-1])
+            return
+        self.refresh()
+
+    # --- figure -----------------------------------------------------------------------------
+
+    def panel(self) -> Panel:
+        """What the controls ask for, computed with ``trait_matrix`` (not yet drawn)."""
+        options = dict(
+            clean=self.clean.value,
+            mode=self.mode.value,
+            smoothing=int(self.smoothing.value),
+            centre=bool(self.centre.value),
+        )
+        if self.view.value == "tokens × traits":
+            return traits_panel(self.current, self.layer.value, **options)
+        if not self.layers.value:
+            raise ValueError("no layers selected; select at least one in the layers list")
+        return layers_panel(
+            self.current,
+            self.trait.value,
+            kind=self.view.value,
+            layers=sorted(self.layers.value),
+            **options,
+        )
+
+    def refresh(self) -> None:
+        """Redraw the figure in place from the controls (called on every control change)."""
+        if self._syncing or self.record.value is None:
+            return
+        try:
+            panel = self.panel()
+        except (ValueError, KeyError) as exc:
+            self._say(str(exc), error=True)
+            return
+        draw(self.figure, panel)
+        self._say("")
+
+    def shown(self) -> Shown:
+        """Row labels, values ``[rows, tokens]`` and hover norms the figure shows now."""
+        return read(self.figure)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        color = "#b00020" if error else "#555"
+        body = html.escape(text)
+        self.status.value = f"<span style='color:{color}'>{body}</span>" if text else ""
+
+    # --- live mode --------------------------------------------------------------------------
+
+    def run(self, prompt: str | None = None) -> ProjectionRecord | None:
+        """Project ``prompt`` (default: the prompt box) and show the new record.
+
+        Returns the record, or ``None`` with the reason in the status line (no traceback).
+        """
+        if self._live is None:
+            raise ValueError(
+                "this view has no model; create it with TraitDynamics.live(model, tokenizer, "
+                "traits, calibration) to run prompts"
+            )
+
+        text = (self.prompt.value if prompt is None else prompt).strip()
+        if not text:
+            self._say("type a prompt first, then press Run", error=True)
+            return None
+        self.run_button.disabled = True
+        self._say(f"running “{text[:60]}” …")
+        try:
+            (record,) = project_prompts(
+                self._live["model"],
+                self._live["tokenizer"],
+                [text],
+                self._live["traits"],
+                self._live["calibration"],
+                max_new_tokens=self._max_new_tokens,
+            )
+        except Exception as exc:  # shown to the user in the status line, not swallowed
+            self._say(f"run failed: {type(exc).__name__}: {exc}", error=True)
+            return None
+        finally:
+            self.run_button.disabled = False
+        self.records.append(record)
+        self._set_record_options(len(self.records) - 1)
+        return record

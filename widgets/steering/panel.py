@@ -1,0 +1,415 @@
+"""``SteeringPanel``: drag a slider, watch the model change — baseline and steered text side by
+side, streamed token by token, each token coloured by its cosine with a trait.
+
+Every control change is debounced and restarts generation on a background thread (the one in
+flight is cancelled), so the kernel stays responsive. The baseline is generated once per
+prompt and sampling setting; a slider move regenerates only the steered text. Errors inside
+generation appear in the panel's status line.
+
+Example:
+    >>> from trait_lab.testing import tiny_model
+    >>> from trait_lab.generation.backends import LocalBackend
+    >>> import torch
+    >>> backend = LocalBackend(tiny_model(), tokenizer=None, use_chat_template=False)
+    >>> panel = SteeringPanel(backend, {"t": (torch.ones(32), 1)}, norms=10.0, autorun=False)
+    >>> panel.sliders["t"].max
+    1.0
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from trait_lab.activations import typical_norms
+from trait_lab.generation import GenerationConfig, LocalBackend, ProjectionSpec, SteeringSpec
+from trait_lab.prompts import load_prompt_set
+from widgets.common.export import ExportBar
+from widgets.common.runner import LatestRunner
+from widgets.common.token_stream import TokenStream
+from widgets.steering.rows import Request, Row, absorb, steering_figure
+from widgets.steering.targets import PANEL_MODES, build_specs, coefficients, steering_targets
+
+_POSITIONS = ("response", "all", "prompt")
+_RANGES = {"add": (-1.0, 1.0), "ablate": (0.0, 1.0), "cap": (-1.0, 1.0), "ceiling": (-1.0, 1.0)}
+_UNITS = {
+    "add": "× typical norm",
+    "ablate": "strength",
+    "cap": "floor × norm",
+    "ceiling": "cap × norm",
+}
+
+
+class SteeringPanel(w.VBox):
+    """Live steering for any ``LocalBackend``.
+
+    Args:
+        backend: the model to steer.
+        vectors: ``{name: vector | (vector, layer) | {layer: vector} | [(vector, layer, w)]}``;
+            one slider per name (see ``widgets.steering.targets``).
+        prompt: the starting prompt.
+        layer: default layer for bare vectors / the picker.
+        value: starting slider value(s), a fraction (``{name: value}`` or one for all).
+        mode: ``add``, ``ablate``, ``cap`` (floor) or ``ceiling``.
+        positions: ``"response"`` (generated tokens, from the last prompt token), ``"all"``
+            or ``"prompt"`` (the prompt before its last token only).
+        norms: typical residual norm per layer, one number for all layers, or ``None`` to
+            measure it on 16 neutral prompts.
+        readout_offset: tokens are coloured at ``layer + readout_offset`` (what the model
+            carries forward rather than what was just added); pick another in the panel.
+        debounce: seconds a control must rest before generation restarts.
+        autorun: start generating at once.
+    """
+
+    def __init__(
+        self,
+        backend: LocalBackend,
+        vectors: Mapping[str, Any],
+        *,
+        prompt: str = "What do you think the next ten years will bring?",
+        layer: int | None = None,
+        value: float | Mapping[str, float] = 0.0,
+        mode: str = "add",
+        positions: str = "response",
+        max_new_tokens: int = 40,
+        norms: Mapping[int, float] | float | None = None,
+        readout_offset: int = 4,
+        debounce: float = 0.15,
+        autorun: bool = True,
+    ) -> None:
+        if not isinstance(backend, LocalBackend):
+            raise TypeError(
+                f"SteeringPanel needs a LocalBackend (hooks), got {type(backend).__name__}; "
+                "use LocalBackend.from_model(model, tokenizer)"
+            )
+        if mode not in PANEL_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(PANEL_MODES)}")
+        if positions not in _POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(_POSITIONS)}, got {positions!r}")
+        self.backend = backend
+        n = backend.n_layers
+        self.targets = steering_targets(vectors, n, backend.hidden_dim, layer)
+        if isinstance(value, Mapping) and (unknown := set(value) - set(vectors)):
+            raise ValueError(
+                f"value names {sorted(unknown)}, which are not among the vectors "
+                f"{sorted(vectors)}; give a starting value per vector name"
+            )
+        self.norms = self._norms(norms)
+        self.readout_offset = readout_offset
+        self._baseline: tuple[tuple[Any, ...], Row] | None = None
+        self._rows: dict[str, Row] = {"baseline": Row(), "steered": Row()}
+        self._lock = threading.Lock()
+        self.timing: dict[str, float] = {}
+        self.error: BaseException | None = None
+
+        self.prompt = w.Textarea(value=prompt, layout=w.Layout(width="100%", height="60px"))
+        self.prompt.add_class("tl-prompt")
+        self.mode = w.ToggleButtons(options=list(PANEL_MODES), value=mode, description="mode")
+        self.mode.add_class("tl-mode")
+        self.positions = w.Dropdown(
+            options=list(_POSITIONS),
+            value=positions,
+            description="steer at",
+            layout=w.Layout(width="220px"),
+        )
+        self.sliders: dict[str, w.FloatSlider] = {}
+        self.layers: dict[str, w.Dropdown] = {}
+        self.readouts: dict[str, w.HTML] = {}
+        rows = [w.HBox([self.mode, self.positions])]
+        for target in self.targets:
+            start = value.get(target.name, 0.0) if isinstance(value, Mapping) else value
+            low, high = _RANGES[mode]
+            slider = w.FloatSlider(
+                value=start,
+                min=low,
+                max=high,
+                step=0.02,
+                description=target.name,
+                readout_format=".2f",
+                layout=w.Layout(width="420px"),
+            )
+            slider.add_class("tl-coef")
+            picker = w.Dropdown(
+                options=sorted(target.vectors),
+                value=target.default_layer,
+                description="layer",
+                disabled=target.is_ensemble,
+                layout=w.Layout(width="150px"),
+            )
+            picker.add_class("tl-layer")
+            self.sliders[target.name], self.layers[target.name] = slider, picker
+            self.readouts[target.name] = w.HTML()
+            rows.append(w.HBox([slider, picker, self.readouts[target.name]]))
+        first = self.targets[0]
+        self.colour_trait = w.Dropdown(
+            options=[t.name for t in self.targets],
+            value=first.name,
+            description="colour by",
+            layout=w.Layout(width="220px"),
+        )
+        self.colour_layer = w.Dropdown(
+            options=sorted(first.vectors),
+            layout=w.Layout(width="150px"),
+            value=self._readout_layer(first.name),
+            description="at layer",
+        )
+        self.max_new_tokens = w.IntSlider(
+            value=max_new_tokens, min=4, max=256, step=4, description="max tokens"
+        )
+        self.temperature = w.FloatSlider(
+            value=0.0, min=0.0, max=1.5, step=0.05, description="temperature"
+        )
+        self.top_p = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top p")
+        self.seed = w.IntText(value=0, description="seed", layout=w.Layout(width="160px"))
+        sampling = w.HBox([self.max_new_tokens, self.temperature, self.top_p, self.seed])
+        self.run_button = w.Button(description="Generate", icon="play")
+        self.stop_button = w.Button(description="Stop", icon="stop")
+        self.stream = TokenStream()
+        self.status = w.HTML()
+        self.status.add_class("tl-status")
+        self.export = ExportBar(self.figure, "figures/steering")
+        super().__init__(
+            [
+                self.prompt,
+                *rows,
+                w.HBox([self.colour_trait, self.colour_layer, self.run_button, self.stop_button]),
+                w.Accordion([sampling], titles=("sampling (temperature 0 = greedy)",)),
+                self.status,
+                self.stream,
+                self.export,
+            ]
+        )
+        self.add_class("tl-steering-panel")
+        self._runner = LatestRunner(self._generate, debounce=debounce, on_error=self._failed)
+        self._wire()
+        self._update_readouts()
+        if autorun:
+            self.refresh()
+
+    # ----- settings -------------------------------------------------------------------------
+    def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
+        n = self.backend.n_layers
+        if norms is None:
+            texts = load_prompt_set("neutral")[:16]
+            return typical_norms(self.backend.model, texts, tokenizer=self.backend.tokenizer)
+        if isinstance(norms, (int, float)):
+            return dict.fromkeys(range(n), float(norms))
+        return {int(k): float(v) for k, v in norms.items()}
+
+    def _readout_layer(self, name: str) -> int:
+        target = next(t for t in self.targets if t.name == name)
+        options = sorted(target.vectors)
+        wanted = self.layers[name].value + self.readout_offset
+        return max((o for o in options if o <= wanted), default=options[0])
+
+    def _wire(self) -> None:
+        self.prompt.observe(lambda _: self.refresh(), "value")
+        self.mode.observe(self._mode_changed, "value")
+        for name in self.sliders:
+            self.sliders[name].observe(lambda _: self.refresh(), "value")
+            self.layers[name].observe(lambda change, n=name: self._layer_changed(n), "value")
+        self.colour_trait.observe(self._colour_trait_changed, "value")
+        for control in (
+            self.positions,
+            self.colour_layer,
+            self.max_new_tokens,
+            self.temperature,
+            self.top_p,
+            self.seed,
+        ):
+            control.observe(lambda _: self.refresh(), "value")
+        self.run_button.on_click(lambda _: self.refresh())
+        self.stop_button.on_click(lambda _: self._runner.cancel())
+
+    def _mode_changed(self, change: dict[str, Any]) -> None:
+        low, high = _RANGES[change["new"]]
+        for slider in self.sliders.values():  # every range ends at 1.0: clamp, then widen
+            slider.value = min(max(slider.value, low), high)
+            slider.min = low
+        self.refresh()
+
+    def _layer_changed(self, name: str) -> None:
+        if self.colour_trait.value == name:
+            self.colour_layer.value = self._readout_layer(name)
+        self.refresh()
+
+    def _colour_trait_changed(self, change: dict[str, Any]) -> None:
+        target = next(t for t in self.targets if t.name == change["new"])
+        self.colour_layer.options = sorted(target.vectors)
+        self.colour_layer.value = self._readout_layer(target.name)
+        self.refresh()
+
+    def config(self) -> GenerationConfig:
+        """The generation settings the controls show."""
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens.value,
+            temperature=self.temperature.value,
+            top_p=self.top_p.value if self.top_p.value < 1.0 else None,
+            seed=self.seed.value if self.temperature.value > 0 else None,
+        )
+
+    def specs(self, rows: list[int] | None = None) -> list[SteeringSpec]:
+        """The ``SteeringSpec`` list the sliders, pickers and mode stand for."""
+        return build_specs(
+            self.targets,
+            {name: s.value for name, s in self.sliders.items()},
+            {name: d.value for name, d in self.layers.items()},
+            self.mode.value,
+            self.norms,
+            positions=self.positions.value,
+            rows=rows,
+        )
+
+    def _update_readouts(self) -> None:
+        unit = _UNITS[self.mode.value]
+        for target in self.targets:
+            fraction = self.sliders[target.name].value
+            picked = self.layers[target.name].value
+            if self.mode.value == "ablate":
+                text = f"{fraction:.2f} {unit}"
+            else:
+                try:
+                    coefs = coefficients(target, fraction, picked, self.mode.value, self.norms)
+                    text = ", ".join(f"L{layer}: {c:+.1f}" for layer, c in coefs.items())
+                except (KeyError, ValueError) as exc:  # refresh() shows it in the status line
+                    text = str(exc).strip("'\"")
+                text = f"{unit} → {text}"
+            if target.source_layer is not None and picked != target.source_layer:
+                text += f" (the layer-{target.source_layer} vector, applied at L{picked})"
+            self.readouts[
+                target.name
+            ].value = f"<span class='tl-readout'>{html.escape(text)}</span>"
+
+    # ----- running --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Restart generation with the current settings (debounced, cancels the one running)."""
+        self._update_readouts()
+        try:
+            prompt = self.prompt.value.strip()
+            if not prompt:
+                raise ValueError("the prompt is empty; type a question in the box above")
+            request = Request(
+                prompt,
+                self.specs(),
+                self.config(),
+                (self.colour_trait.value, self.colour_layer.value),
+                self._label(),
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            self._failed(exc)
+            return
+        self.error = None
+        self._set_status(f"queued: {html.escape(request.label)}")
+        self._runner.submit(request)
+
+    def _label(self) -> str:
+        active = [f"{n} {s.value:+.2f}" for n, s in self.sliders.items() if s.value != 0]
+        where = "" if len(self.targets) > 1 else f" @ L{self.layers[self.targets[0].name].value}"
+        return f"{self.mode.value}: {', '.join(active) or 'nothing'}{where}"
+
+    def wait(self, timeout: float | None = 300) -> bool:
+        """Block until the current generation is done (for scripts and tests)."""
+        return self._runner.wait(timeout)
+
+    def close(self) -> None:
+        """Stop generating and close the widgets."""
+        runner = getattr(self, "_runner", None)  # absent when __init__ raised
+        if runner is not None:
+            runner.close()
+        super().close()
+
+    def _colour_spec(self, colour: tuple[str, int]) -> ProjectionSpec:
+        target = next(t for t in self.targets if t.name == colour[0])
+        return ProjectionSpec({colour[1]: target.vectors[colour[1]]})
+
+    def _generate(self, request: Request, cancel: threading.Event) -> None:
+        started = time.monotonic()
+        self.timing = {"debounce_and_queue": started - request.submitted}
+        cached = (
+            self._baseline if self._baseline and self._baseline[0] == request.baseline_key else None
+        )
+        keys = ["steered"] if cached else ["baseline", "steered"]
+        with self._lock:
+            self._rows = {"baseline": cached[1] if cached else Row(), "steered": Row()}
+        specs = request.specs
+        if not cached:
+            specs = [replace(s, rows=[1]) for s in specs]
+        prompts = [request.prompt] * len(keys)
+        layer = request.colour[1]
+        stream = self.backend.stream(
+            prompts,
+            request.config,
+            specs,
+            projection=self._colour_spec(request.colour),
+            cancel=cancel,
+        )
+        for event in stream:
+            with self._lock:
+                for i, key in enumerate(keys):
+                    absorb(self._rows[key], event, i, layer)
+            if "first_token" not in self.timing and any(t is not None for t in event.token_ids):
+                self.timing["first_token"] = time.monotonic() - request.submitted
+            self._show(request)
+        elapsed = time.monotonic() - started
+        done = "cancelled" if cancel.is_set() else "done"
+        with self._lock:
+            for key in keys:
+                row = self._rows[key]
+                rate = len(row.ids) / elapsed if elapsed > 0 else 0.0
+                row.status = f"{done} · {len(row.ids)} tokens · {elapsed:.1f} s · {rate:.1f} tok/s"
+            if not cancel.is_set() and not cached:
+                self._baseline = (request.baseline_key, self._rows["baseline"])
+        self.timing["total"] = time.monotonic() - request.submitted
+        self.timing["tokens"] = float(len(self._rows["steered"].ids))
+        self._show(request)
+        if not cancel.is_set():
+            self._set_status(f"{done}: {html.escape(request.label)}")
+
+    def _show(self, request: Request) -> None:
+        with self._lock:
+            rows = {k: (list(map(tuple, r.pieces)), r.status) for k, r in self._rows.items()}
+        scores = [abs(s) for pieces, _ in rows.values() for _, s in pieces if s is not None]
+        self.stream.scale = max(0.05, max(scores, default=0.0))
+        self.stream.label = f"cosine with {request.colour[0]} @ L{request.colour[1]}"
+        self.stream.set_columns(
+            [
+                ("baseline", "baseline (no steering)", rows["baseline"][0], rows["baseline"][1]),
+                ("steered", f"steered — {request.label}", rows["steered"][0], rows["steered"][1]),
+            ]
+        )
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        message = html.escape(f"{type(exc).__name__}: {exc}")
+        self._set_status(f"<span class='tl-error' style='color:#b00020'>{message}</span>")
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = f"<div class='tl-status-text'>{text}</div>"
+
+    # ----- results --------------------------------------------------------------------------
+    @property
+    def texts(self) -> dict[str, str]:
+        """The baseline and steered replies shown now (decoded from their token ids)."""
+        tok = self.backend.tokenizer
+        with self._lock:
+            ids = {k: list(r.ids) for k, r in self._rows.items()}
+        return {k: tok.decode(v, skip_special_tokens=True) for k, v in ids.items()}
+
+    def reference(self) -> str:
+        """The steered reply computed straight by the library (``LocalBackend.generate``) for
+        the current settings — what the panel must show once it is done."""
+        return self.backend.generate([self.prompt.value.strip()], self.config(), self.specs())[0]
+
+    def figure(self) -> go.Figure:
+        """Per-token cosine of the baseline and steered replies (what the export bar saves)."""
+        with self._lock:
+            rows = {k: list(r.pieces) for k, r in self._rows.items()}
+        title = f"{self._label()} — {self.stream.label}"
+        return steering_figure(rows, title)

@@ -1,0 +1,81 @@
+"""The state of one steering run (baseline and steered rows) and its per-token figure.
+
+``SteeringPanel`` fills ``Row`` objects from ``LocalBackend.stream`` events with ``absorb``;
+``steering_figure`` draws them.
+
+Example:
+    >>> row = Row()
+    >>> row.pieces = [["Hi", 0.2], ["!", -0.1]]
+    >>> len(steering_figure({"baseline": row.pieces, "steered": []}, "demo").data)
+    2
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import plotly.graph_objects as go
+
+from trait_lab.generation import GenerationConfig, SteeringSpec, StreamToken
+
+
+@dataclass
+class Request:
+    prompt: str
+    specs: list[SteeringSpec]
+    config: GenerationConfig
+    colour: tuple[str, int]
+    label: str
+    submitted: float = field(default_factory=time.monotonic)
+
+    @property
+    def baseline_key(self) -> tuple[Any, ...]:
+        return (self.prompt, repr(self.config), self.colour)
+
+
+@dataclass
+class Row:
+    ids: list[int] = field(default_factory=list)
+    pieces: list[list[Any]] = field(default_factory=list)  # [text, cosine or None]
+    status: str = ""
+
+
+def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
+    """Add row ``i``'s new token and the cosine of the token this event scores."""
+    scored = event.scored_index
+    if scored is not None and event.projections and event.norms and scored < len(row.pieces):
+        norm = float(event.norms[layer][i])
+        row.pieces[scored][1] = float(event.projections[layer][i]) / norm if norm else 0.0
+    token = event.token_ids[i]
+    if token is not None:
+        row.ids.append(int(token))
+        row.pieces.append([event.texts[i], None])
+    row.status = f"generating… {len(row.ids)} tokens"
+
+
+def steering_figure(rows: dict[str, list[list[Any]]], title: str) -> go.Figure:
+    """Lines of each row's per-token cosine; hover shows the token."""
+    fig = go.Figure()
+    for key, colour in (("baseline", "#555"), ("steered", "#d62728")):
+        pieces = rows.get(key, [])
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(len(pieces))),
+                y=[s for _, s in pieces],
+                name=key,
+                mode="lines+markers",
+                text=[repr(t) for t, _ in pieces],
+                line={"color": colour},
+                hovertemplate="token %{x}: %{text}<br>cosine %{y:.3f}<extra>" + key + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="generated token",
+        yaxis_title="cosine with the trait",
+        height=360,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+    )
+    return fig
