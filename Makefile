@@ -6,7 +6,7 @@
 PYTHON ?= python3
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test check lint lock test-latest test-oldest
+.PHONY: setup lab test check lint docs lock test-latest test-oldest
 
 setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
@@ -24,6 +24,11 @@ check: lint
 	$(PYTHON) -m pytest tests
 	$(PYTHON) -m pytest --doctest-modules trait_lab widgets
 	$(PYTHON) -m pytest --nbmake --nbmake-timeout=600 notebooks
+	$(MAKE) docs PYTHON=$(PYTHON)
+
+# the API reference site from the docstrings (mkdocs.yml), warnings as errors
+docs:
+	$(PYTHON) -m mkdocs build --strict --site-dir site
 
 test: setup
 	$(MAKE) check PYTHON=$(PYTHON)

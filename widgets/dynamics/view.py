@@ -66,11 +66,17 @@ class TraitDynamics(w.VBox):
     Args:
         records: projection records, or paths to record files (read with ``load_record``).
         trait: the trait shown first (default: the first record's first trait).
-        clean: one of ``CLEAN_OPTIONS``; ``mode``: ``"raw"``, ``"normalized"`` or ``"cosine"``.
-        smoothing, centre: the first smoothing window (1, 3, 5, 7 or 9) and centring.
+        clean: one of ``CLEAN_OPTIONS``.
+        mode: ``"raw"``, ``"normalized"`` or ``"cosine"``.
         view: one of ``VIEWS`` (``"tokens × layers"``, ``"tokens × traits"``, ``"lines"``).
-        model, tokenizer, traits, calibration: give all four for live mode (a prompt box and a
-            Run button; see :meth:`live`); ``traits`` is ``{name: {layer: vector}}``.
+        smoothing: the first smoothing window (1, 3, 5, 7 or 9).
+        centre: the first centring.
+        model: live mode: give ``model``, ``tokenizer``, ``traits`` and ``calibration``, all
+            four, for a prompt box and a Run button (see :meth:`live`).
+        tokenizer: live mode (with ``model``, ``traits`` and ``calibration``).
+        traits: live mode (with ``model``, ``tokenizer`` and ``calibration``):
+            ``{name: {layer: vector}}``.
+        calibration: live mode (with ``model``, ``tokenizer`` and ``traits``).
         max_new_tokens: response length in live mode.
         export_stem: default path (without extension) of the export bar.
 

@@ -191,8 +191,10 @@ class GeometryExplorer(w.VBox):
     Args:
         vectors: a :class:`~trait_lab.vectors.grids.VectorGrid` or ``{(trait, layer, method):
             [hidden] vector}``.
-        traits, layers, methods: the starting selection (default: every trait and method,
-            and as many middle layers as keep it to about 30 vectors).
+        traits: the starting selection of traits (default: every trait).
+        layers: the starting selection of layers (default: as many middle layers as keep the
+            selection to about 30 vectors).
+        methods: the starting selection of methods (default: every method).
         view: one of ``"cosine"``, ``"PCA"``, ``"RSA"``, ``"clusters"``.
         k: the number of clusters in the ``clusters`` view (default: one per picked trait).
         export_stem: the ExportBar's starting file name.
