@@ -102,6 +102,7 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
         HookedGenerator as HookedGenerator,
     )
     from trait_lab.generation import (
+        Backend as Backend,
         LocalBackend as LocalBackend,
     )
     from trait_lab.generation import (
@@ -348,6 +349,7 @@ _EXPORTS: dict[str, str] = {
     "SamplingConfig": "trait_lab.generation",
     "GenerationResult": "trait_lab.generation",
     "LocalBackend": "trait_lab.generation",
+    "Backend": "trait_lab.generation",
     "VLLMBackend": "trait_lab.generation",
     "get_backend": "trait_lab.generation",
     "GenerationConfig": "trait_lab.generation",

@@ -41,7 +41,13 @@ def panel(backend: LocalBackend, vector: torch.Tensor):
 
 
 def _library(backend, vector, coefficient, mode="add", positions="response") -> str:
-    spec = SteeringSpec(LAYER, vector / vector.norm(), coefficient, positions=positions, mode=mode)
+    spec = SteeringSpec(
+        layer=LAYER,
+        vector=vector / vector.norm(),
+        coefficient=coefficient,
+        positions=positions,
+        mode=mode,
+    )
     return backend.generate([PROMPT], GenerationConfig(max_new_tokens=16), [spec])[0]
 
 

@@ -29,12 +29,20 @@ def test_per_prompt_coefficients_and_rows_across_chunks(backend) -> None:
     coefs = [0.0, 2.0, -2.0, 0.0, 5.0]
     chunked = GenerationConfig(max_new_tokens=6, batch_size=2)
     one = GenerationConfig(max_new_tokens=6)
-    got = _ids(backend, prompts, chunked, [SteeringSpec(1, v, coefs)])
+    got = _ids(backend, prompts, chunked, [SteeringSpec(layer=1, vector=v, coefficient=coefs)])
     for prompt, c, text in zip(prompts, coefs, got, strict=True):
-        assert text == _ids(backend, [prompt], one, [SteeringSpec(1, v, c)])[0]
-    only = _ids(backend, prompts, chunked, [SteeringSpec(1, v, 5.0, rows=[4, 1])])
+        assert (
+            text
+            == _ids(backend, [prompt], one, [SteeringSpec(layer=1, vector=v, coefficient=c)])[0]
+        )
+    only = _ids(
+        backend, prompts, chunked, [SteeringSpec(layer=1, vector=v, coefficient=5.0, rows=[4, 1])]
+    )
     assert only[4] == got[4] and only[0] == got[0]
-    assert only[1] == _ids(backend, prompts[:1], one, [SteeringSpec(1, v, 5.0)])[0]
+    assert (
+        only[1]
+        == _ids(backend, prompts[:1], one, [SteeringSpec(layer=1, vector=v, coefficient=5.0)])[0]
+    )
     assert len({tuple(t) for t in got}) > 1
 
 
@@ -43,11 +51,11 @@ def test_wrong_number_of_coefficients_names_the_prompts(backend) -> None:
         backend.generate(
             ["hello"] * 5,
             GenerationConfig(batch_size=2),
-            [SteeringSpec(1, torch.ones(32), [1.0, 2.0, 3.0])],
+            [SteeringSpec(layer=1, vector=torch.ones(32), coefficient=[1.0, 2.0, 3.0])],
         )
     with pytest.raises(ValueError, match=r"rows \[7\] are outside the prompts \(0..4\)"):
         backend.generate(
             ["hello"] * 5,
             GenerationConfig(batch_size=2),
-            [SteeringSpec(1, torch.ones(32), 1.0, rows=[7])],
+            [SteeringSpec(layer=1, vector=torch.ones(32), coefficient=1.0, rows=[7])],
         )

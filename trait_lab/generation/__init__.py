@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from trait_lab.generation.backends import (
     CaptureResult,
-    CaptureSpec,
-    GenerationConfig,
     LocalBackend,
-    SteeringSpec,
     StreamToken,
     get_backend,
 )
@@ -15,26 +12,34 @@ from trait_lab.generation.configs import (
     STEERING_MODES,
     Activations,
     CaptureConfig,
+    CaptureSpec,
+    GenerationConfig,
     GenerationResult,
     ProjectionSpec,
     SamplingConfig,
     SteeringConfig,
     SteeringMode,
+    SteeringSpec,
     StreamEvent,
 )
 from trait_lab.generation.generator import (
     HookedGenerator,
+)
+from trait_lab.generation.protocol import (
+    Backend,
 )
 from trait_lab.generation.step_hooks import (
     StepHooks,
 )
 from trait_lab.generation.vllm import (
     VLLMBackend,
+    sampling_config,
 )
 
 __all__ = [
     "STEERING_MODES",
     "Activations",
+    "Backend",
     "CaptureConfig",
     "CaptureResult",
     "CaptureSpec",
@@ -52,4 +57,5 @@ __all__ = [
     "StreamToken",
     "VLLMBackend",
     "get_backend",
+    "sampling_config",
 ]

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from trait_lab.core.experiments import get_model_variant, load_experiment_config
 from trait_lab.generation.configs import (
-    CaptureConfig,
+    CaptureSpec,
+    GenerationConfig,
     ProjectionSpec,
-    SamplingConfig,
     SteeringConfig,
-    SteeringMode,
+    SteeringSpec,
 )
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.generation.vllm import VLLMBackend
@@ -34,60 +34,6 @@ from trait_lab.hooks import MultiLayerCapture
 from trait_lab.models.architectures import hidden_size, n_layers
 from trait_lab.models.loading import load_model
 from trait_lab.prompts.formatting import PromptLike, format_prompt, uses_chat_template
-
-
-@dataclass
-class GenerationConfig:
-    """Decoding settings. ``temperature=0`` means greedy."""
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    batch_size: int = 8
-
-    def sampling(self) -> SamplingConfig:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.temperature == 0:
-            return SamplingConfig()
-        return SamplingConfig(
-            do_sample=True,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            seed=self.seed,
-        )
-
-
-@dataclass
-class SteeringSpec:
-    """A steering vector for a backend call (see ``SteeringConfig`` for ``positions``,
-    ``mode`` — add, ablate, cap, ceiling — and ``rows``)."""
-
-    layer: int | str
-    vector: Any
-    coefficient: float | Sequence[float] = 1.0
-    component: str = "residual"
-    positions: Any = "all"
-    mode: SteeringMode = "add"
-    rows: Sequence[int] | None = None
-
-    def config(self) -> SteeringConfig:
-        # every field has its namesake in SteeringConfig, so a new one cannot be forgotten here
-        return SteeringConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
-
-
-@dataclass
-class CaptureSpec:
-    """Which layers and components to capture (``layers=None`` means all)."""
-
-    layers: Sequence[int] | None = None
-    components: Sequence[str] = ("residual",)
-
-    def config(self) -> CaptureConfig:
-        return CaptureConfig(layers=self.layers, components=self.components, prompt=True)
 
 
 @dataclass
@@ -266,7 +212,7 @@ class LocalBackend:
                 batch["attention_mask"],
                 config.max_new_tokens,
                 steering=[_for_rows(s, window, len(prompts), i) for i, s in enumerate(steering)],
-                capture=capture.config() if capture else None,
+                capture=replace(capture, prompt=True) if capture else None,
                 sampling=config.sampling(),
                 pad_token_id=self._tokenizer.pad_token_id,
             )
@@ -309,7 +255,7 @@ class LocalBackend:
             batch["input_ids"],
             batch["attention_mask"],
             config.max_new_tokens,
-            steering=[s.config() for s in steering],
+            steering=list(steering),
             projection=projection,
             sampling=config.sampling(),
             pad_token_id=self._tokenizer.pad_token_id,
@@ -354,7 +300,7 @@ class LocalBackend:
 def _for_rows(spec: SteeringSpec, window: range, n_prompts: int, index: int) -> SteeringConfig:
     """``spec`` for the prompts in ``window`` (a chunk of ``batch_size``): per-prompt
     coefficients and ``rows`` are indices over all prompts, so they are sliced here."""
-    config = spec.config()
+    config = replace(spec)
     if not isinstance(spec.coefficient, (int, float)):
         coefs = list(spec.coefficient)
         if len(coefs) != n_prompts:

@@ -112,6 +112,13 @@ class SteeringConfig:
                 )
 
 
+#: traitinterp's backend names for the same types: one config type per concept. A backend call
+#: takes them exactly as ``HookedGenerator`` does (``LocalBackend`` always returns the prompt's
+#: activations too, whatever ``CaptureSpec.prompt`` says).
+SteeringSpec = SteeringConfig
+CaptureSpec = CaptureConfig
+
+
 @dataclass
 class ProjectionSpec:
     """Project onto trait vectors while generating: ``{layer: [hidden] or [K, hidden]}``.
@@ -275,3 +282,28 @@ class GenerationResult:
             self.finish_reason = "eos"
         elif cancelled and len(self.token_ids) < max_new_tokens:
             self.finish_reason = "cancelled"
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings. ``temperature=0`` means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    batch_size: int = 8
+
+    def sampling(self) -> SamplingConfig:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.temperature == 0:
+            return SamplingConfig()
+        return SamplingConfig(
+            do_sample=True,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
