@@ -87,6 +87,9 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
         run_extraction as run_extraction,
     )
     from trait_lab.generation import (
+        Backend as Backend,
+    )
+    from trait_lab.generation import (
         CaptureConfig as CaptureConfig,
     )
     from trait_lab.generation import (
@@ -102,7 +105,6 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
         HookedGenerator as HookedGenerator,
     )
     from trait_lab.generation import (
-        Backend as Backend,
         LocalBackend as LocalBackend,
     )
     from trait_lab.generation import (

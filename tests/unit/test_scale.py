@@ -7,6 +7,7 @@ import torch
 
 from trait_lab.activations.norms import coefficient_for, typical_norms
 from trait_lab.testing import tiny_batch, tiny_model
+from widgets.steering.targets import coefficients, steering_targets
 
 
 def test_median_over_real_non_first_tokens() -> None:
@@ -30,3 +31,26 @@ def test_single_token_sequences_are_refused() -> None:
 def test_coefficient_for_unknown_layer() -> None:
     with pytest.raises(KeyError, match=r"measured: \[1\]"):
         coefficient_for({1: 2.0}, 3, 0.5)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("add", -3.0), ("cap", -3.0), ("ceiling", -3.0)])
+def test_coefficient_for_scales_by_the_typical_norm(mode: str, expected: float) -> None:
+    assert coefficient_for({4: 10.0}, 4, -0.3, mode) == pytest.approx(expected)
+
+
+def test_coefficient_for_ablate_is_the_strength_itself() -> None:
+    assert coefficient_for({}, 4, 0.5, "ablate") == 0.5
+
+
+def test_coefficient_for_unknown_mode() -> None:
+    with pytest.raises(ValueError, match=r"unknown steering mode 'steer'; choose one of"):
+        coefficient_for({4: 10.0}, 4, 0.5, "steer")
+
+
+def test_the_panel_uses_the_same_rule() -> None:
+    target = steering_targets({"t": {2: torch.ones(4), 3: torch.ones(4)}}, 4, 4)[0]
+    norms = {2: 10.0, 3: 20.0}
+    for mode in ("add", "ablate", "cap", "ceiling"):
+        assert coefficients(target, 0.25, 3, mode, norms) == {
+            3: coefficient_for(norms, 3, 0.25, mode)
+        }

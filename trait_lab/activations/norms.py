@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trait_lab.hooks import MultiLayerCapture
+from trait_lab.hooks import MODES, MultiLayerCapture
 
 
 def typical_norms(
@@ -71,13 +71,28 @@ def typical_norms(
     }
 
 
-def coefficient_for(norms: Mapping[int, float], layer: int, fraction: float) -> float:
-    """``fraction`` of the typical norm at ``layer`` (a signed steering coefficient).
+def coefficient_for(
+    norms: Mapping[int, float], layer: int, fraction: float, mode: str = "add"
+) -> float:
+    """The steering coefficient a user-facing ``fraction`` stands for: the one rule.
+
+    For ``add``, ``cap`` and ``ceiling`` it is ``fraction`` × the typical norm at ``layer``
+    (a signed amount in residual-stream units); for ``ablate`` the fraction *is* the strength
+    (1 removes the direction, see :mod:`trait_lab.hooks.edits`), so no norm is involved.
 
     Example:
         >>> coefficient_for({12: 150.0}, 12, -0.3)
         -45.0
+        >>> coefficient_for({}, 12, 0.5, mode="ablate")
+        0.5
     """
+    if mode not in MODES:
+        raise ValueError(f"unknown steering mode {mode!r}; choose one of {list(MODES)}")
+    if mode == "ablate":
+        return float(fraction)
     if layer not in norms:
-        raise KeyError(f"no norm measured at layer {layer}; measured: {sorted(norms)}")
-    return float(fraction) * norms[layer]
+        raise KeyError(
+            f"no typical norm measured at layer {layer} (measured: {sorted(norms)}); measure it "
+            "with typical_norms(model, texts, layers=[...], tokenizer=tokenizer)"
+        )
+    return float(fraction) * float(norms[layer])

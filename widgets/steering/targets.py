@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trait_lab.activations import coefficient_for
 from trait_lab.generation import STEERING_MODES, SteeringSpec
 from trait_lab.hooks import as_vector
 
@@ -144,12 +145,7 @@ def coefficients(
                 f"{target.name!r} has no vector at layer {layer}; pick one of "
                 f"{sorted(target.vectors)}"
             )
-        if mode == "ablate":
-            result[layer] = fraction * weight
-        else:
-            if layer not in norms:
-                raise KeyError(f"no typical norm for layer {layer}; measured {sorted(norms)}")
-            result[layer] = fraction * float(norms[layer]) * weight
+        result[layer] = coefficient_for(norms, layer, fraction * weight, mode)
     return result
 
 
