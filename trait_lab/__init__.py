@@ -1,7 +1,7 @@
 """trait_lab: trait vectors for language models — extract, measure, steer, watch, compare.
 
 The public names below are importable from the top level and load their module on first use,
-so ``import trait_lab`` stays cheap (``trait-lab model fetch`` starts quickly).
+so ``import trait_lab`` stays cheap; a ``TYPE_CHECKING`` block gives editors and mypy the types.
 
 Example:
     >>> import trait_lab
