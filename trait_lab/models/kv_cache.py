@@ -121,13 +121,12 @@ def cache_length(cache: Any) -> int:
     raise TypeError(f"not a KV cache: {type(cache).__name__}")
 
 
-def forward_offset(args: tuple, kwargs: Mapping[str, Any], seq_len: int | None = None) -> int:
+def forward_offset(args: tuple, kwargs: Mapping[str, Any]) -> int:
     """Absolute index (in the padded sequence) of the first token of a forward call.
 
     ``args``/``kwargs`` are what a forward pre-hook (``with_kwargs=True``) receives on the
-    module that owns the blocks; ``seq_len`` (the call's token count, when known) enables the
-    cross-check against ``position_ids``. Raises :class:`CachePositionError` when the call's
-    position cannot be determined.
+    module that owns the blocks. The result is cross-checked against ``position_ids``; raises
+    :class:`CachePositionError` when the call's position cannot be determined.
 
     Example:
         >>> import torch
@@ -140,14 +139,13 @@ def forward_offset(args: tuple, kwargs: Mapping[str, Any], seq_len: int | None =
     if isinstance(cache_position, torch.Tensor) and cache_position.numel() > 0:
         return int(cache_position.reshape(-1)[0])
     caches = [value for value in (*args, *kwargs.values()) if value is not None and is_cache(value)]
-    if len(caches) > 1 and len({id(cache) for cache in caches}) > 1:
-        lengths = {cache_length(cache) for cache in caches}
-        if len(lengths) > 1:
-            raise CachePositionError(
-                f"the forward call was given {len(caches)} KV caches of different lengths "
-                f"{sorted(lengths)}; pass one cache"
-            )
-    offset = cache_length(caches[0]) if caches else 0
+    lengths = {cache_length(cache) for cache in caches}
+    if len(lengths) > 1:
+        raise CachePositionError(
+            f"the forward call was given {len(caches)} KV caches of different lengths "
+            f"{sorted(lengths)}; pass one cache"
+        )
+    offset = lengths.pop() if lengths else 0
     for name in CACHE_KEYWORDS:
         value = kwargs.get(name)
         if value is not None and not is_cache(value):
@@ -155,22 +153,21 @@ def forward_offset(args: tuple, kwargs: Mapping[str, Any], seq_len: int | None =
                 f"the forward call's {name}= is a {type(value).__name__}, not a KV cache trait_lab "
                 "can measure; pass a transformers Cache (e.g. DynamicCache)"
             )
-    _check_positions(kwargs.get("position_ids"), offset, seq_len, found_cache=bool(caches))
+    _check_positions(kwargs.get("position_ids"), offset, found_cache=bool(caches))
     return offset
 
 
-def _check_positions(
-    position_ids: Any, offset: int, seq_len: int | None, *, found_cache: bool
-) -> None:
+def _check_positions(position_ids: Any, offset: int, *, found_cache: bool) -> None:
     """Refuse an offset that the call's own ``position_ids`` contradict.
 
     ``position_ids`` count real (unpadded) tokens, so every row's last position is at most the
-    absolute index ``offset + seq_len - 1``; a larger one means tokens came before this call
-    that no visible cache accounts for.
+    absolute index ``offset + seq_len - 1`` (``seq_len``: the call's token count, the last dim
+    of ``position_ids``); a larger one means tokens came before this call that no visible cache
+    accounts for.
     """
     if not isinstance(position_ids, torch.Tensor) or position_ids.numel() == 0:
         return
-    n = seq_len if seq_len is not None else int(position_ids.shape[-1])
+    n = int(position_ids.shape[-1])
     last = int(position_ids.reshape(-1, position_ids.shape[-1])[:, -1].max())
     if last > offset + n - 1:
         where = "a KV cache holding" if found_cache else "no KV cache, so"
