@@ -23,17 +23,7 @@ case "$MODE" in
     "$VPY" -m pip install -q --no-deps --require-hashes -r requirements.lock
     "$VPY" -m pip install -q --no-deps -e .
     # the lower bounds in pyproject.toml of the libraries whose internals we touch
-    lowest=$("$VPY" - <<'PY'
-from importlib import metadata
-from packaging.requirements import Requirement
-names = {"transformers", "plotly", "ipywidgets", "anywidget"}
-for line in metadata.requires("trait_lab") or []:
-    req = Requirement(line)
-    if req.name in names:
-        low = [s.version for s in req.specifier if s.operator == ">="]
-        print(f"{req.name}=={low[0]}")
-PY
-)
+    lowest=$("$VPY" scripts/check_requirements.py --lower-bounds transformers plotly ipywidgets anywidget)
     # shellcheck disable=SC2086
     "$VPY" -m pip install -q $lowest
     ;;
