@@ -29,6 +29,9 @@ def test_default_model_shape_and_tokenizer(default_model):
     assert model.dtype == torch.float32
     assert not model.training
     assert tok.pad_token == "<|im_end|>" and tok.padding_side == "left"
+    # generation stops on the token the tokenizer calls EOS (the GGUF metadata's, on 4.57 too)
+    assert tok.eos_token == "<|im_end|>" and tok.bos_token == "<|im_start|>"
+    assert tok.eos_token_id == model.generation_config.eos_token_id == model.config.eos_token_id
     assert tok.chat_template
     batch = tok(["Hi", "Hello there, friend"], return_tensors="pt", padding=True)
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1

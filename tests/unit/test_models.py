@@ -369,6 +369,25 @@ class TestGgufCache:
         assert cache.cache_problem(results[0]) is None
         assert [p.name for p in results[0].parent.iterdir()] == [results[0].name]
 
+    def test_each_transformers_release_keeps_its_own_copy(
+        self, fake_gguf, fake_convert, monkeypatch
+    ):
+        """A folder written by one transformers major.minor is never loaded by another."""
+        first = cache.ensure_gguf(fake_gguf, cache_root())
+        assert first.name.endswith("-" + cache.converter_tag())
+        elsewhere = "4.57.1" if cache.converter_tag() != "tf4.57" else "5.24.0"
+        monkeypatch.setattr(cache.transformers, "__version__", elsewhere)
+        other = cache.ensure_gguf(fake_gguf, cache_root())
+        assert other.name.endswith("-" + cache.converter_tag(elsewhere)) and other != first
+        assert len(fake_convert) == 2 and cache.cache_problem(first) is None
+        cache.ensure_gguf(fake_gguf, cache_root())  # both copies stay: no re-conversion
+        assert len(fake_convert) == 2
+
+    def test_converter_tag_rejects_unparseable_version(self):
+        assert cache.converter_tag("5.24.0.dev0") == "tf5.24"
+        with pytest.raises(ValueError, match="'nightly'"):
+            cache.converter_tag("nightly")
+
     def test_default_uses_cached_gguf_then_converted_cache(
         self, monkeypatch, fake_convert, tmp_path
     ):
@@ -402,3 +421,37 @@ class TestCli:
     def test_fetch_offline_without_source(self, tmp_path, capsys):
         assert main(["model", "fetch", "--cache-dir", str(tmp_path / "c"), "--offline"]) == 1
         assert "local_files_only=True" in capsys.readouterr().err
+
+
+class TestSpecialTokens:
+    """GGUF metadata (the model config) names the special tokens; the tokenizer must agree."""
+
+    def _config(self, **ids):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(vocab_size=128, **ids)
+
+    def test_wrong_eos_and_missing_pad_follow_the_metadata(self):
+        tok = _tokenizer(pad=False)
+        tok.eos_token = "<s>"  # what transformers 4.57 builds for SmolLM2 (EOS = BOS)
+        changed = cache.align_special_tokens(
+            tok, self._config(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        )
+        assert changed == {"eos": (1, 2), "pad": (None, 0)}
+        assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<s>", "</s>", "<pad>")
+
+    def test_agreeing_or_unusable_ids_change_nothing(self):
+        tok = _tokenizer(pad=True)
+        config = self._config(bos_token_id=1, eos_token_id=[2, 5], pad_token_id=999)
+        assert cache.align_special_tokens(tok, config) == {}
+        assert (tok.eos_token_id, tok.pad_token_id) == (2, 0)
+
+    def test_saved_tokenizer_keeps_the_alignment(self, tmp_path):
+        tok = _tokenizer(pad=False)
+        tok.eos_token = "<s>"
+        cache.align_special_tokens(tok, self._config(eos_token_id=2, pad_token_id=2))
+        tok.save_pretrained(tmp_path)
+        from transformers import AutoTokenizer
+
+        again = AutoTokenizer.from_pretrained(tmp_path)
+        assert (again.eos_token_id, again.pad_token_id) == (2, 2)

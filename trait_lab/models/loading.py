@@ -76,8 +76,8 @@ def default_model_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the converted default model lives (it may not exist yet; see fetch_default_model).
 
     Example:
-        >>> default_model_path("/tmp/tl").name
-        'SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f'
+        >>> default_model_path("/tmp/tl").name  # doctest: +ELLIPSIS
+        'SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f-tf...'
     """
     return cache_root(cache_dir) / "models" / model_cache.default_slug()
 
@@ -92,7 +92,7 @@ def fetch_default_model(
 
     Example:
         >>> fetch_default_model()  # doctest: +SKIP
-        PosixPath('/root/.cache/trait_lab/models/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f')
+        PosixPath('/root/.cache/trait_lab/models/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f-tf5.24')
     """
     return model_cache.ensure_default(cache_root(cache_dir), local_files_only)
 
