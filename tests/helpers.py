@@ -151,7 +151,7 @@ class FakeTokenizer:
 WORDS = "the a cat dog sat on mat hello world how are you fine thanks tell me joke why be brief"
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 PROMPTS = ["hello how are you", "the cat sat on the mat"]
-# Hand-made calibration: dims 3 and 7 in the top 5 of all 3 layers ("Top 5, 3+ layers").
+# Hand-made calibration: dims 3 and 7 in the top 5 of all 3 layers (clean "top5").
 CALIBRATION = {
     "candidates": [3, 7, 11],
     "layers": [{"layer": i, "top_dims": [3, 7, 20 + i, 1, 5, 9]} for i in range(3)],

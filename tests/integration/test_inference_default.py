@@ -65,7 +65,7 @@ def test_cleaning_removes_the_first_token_massive_dims(run) -> None:
         rec = load_record(path)
         for layer in LAYERS:
             s, n = rec.raw("random", layer)
-            cs, cn = rec.cleaned("random", layer, "Top 5, 3+ layers")
+            cs, cn = rec.cleaned("random", layer, "top5")
             dcos = np.abs(apply_mode(cs, cn, "cosine") - apply_mode(s, n, "cosine"))
             draw = np.abs(cs - s)
             print(f"{i} L{layer}: cos {dcos[0]:.4f} / {dcos[1:].mean():.4f} | raw "

@@ -30,12 +30,12 @@ def test_finds_dim_507_massive_at_middle_layers(neutral_calibration) -> None:
         cells = ", ".join(f"{d} ({m:.0f}, {r:.0f}x)" for d, m, r in top)
         print(f"{entry['layer']:>2}: {cells}  mean norm {entry['mean_norm']:.0f}")
     print("candidates:", cal["candidates"])
-    print("Top 5, 3+ layers:", dims_to_clean(cal, "Top 5, 3+ layers"))
+    print("top5 (Top 5, 3+ layers):", dims_to_clean(cal, "top5"))
     assert {507, 247} <= set(cal["candidates"])
     middle = [e for e in cal["layers"] if 11 <= e["layer"] <= 26]
     assert all(e["top_dims"][:2] == [507, 247] for e in middle)
     assert all(e["top_ratio"][0] > 1000 and e["top_max_abs"][0] > 20000 for e in middle)
-    assert 507 in dims_to_clean(cal, "Top 5, 3+ layers")
+    assert 507 in dims_to_clean(cal, "top5")
 
 
 def test_cleaning_equals_zeroed_recompute_on_recorded_data(
@@ -48,7 +48,7 @@ def test_cleaning_equals_zeroed_recompute_on_recorded_data(
     rng = np.random.default_rng(0)
     v = rng.normal(size=model.config.hidden_size)
     v /= np.linalg.norm(v)
-    for option in ("Top 5, 3+ layers", "All candidates"):
+    for option in ("top5", "all"):
         dims = dims_to_clean(neutral_calibration, option)
         assert dims
         for layer in (6, 12, 20):

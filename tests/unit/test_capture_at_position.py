@@ -6,9 +6,12 @@ indices it is read at come from plain Python slicing, not from trait_lab.prompts
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 
+import trait_lab.activations.capture as capture_module
 from tests.helpers import hook_counts
 from trait_lab.activations.capture import capture_at_position
 from trait_lab.prompts.formatting import chat_spans, encode_text, format_prompt, to_messages
@@ -220,6 +223,43 @@ def test_batch_size_does_not_change_results(tok) -> None:
     a = capture_at_position(model, tok, PROMPTS, [0, 2], "prompt[-2:]", batch_size=1)
     b = capture_at_position(model, tok, PROMPTS, [0, 2], "prompt[-2:]", batch_size=5)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+class _Bar:
+    """Records what capture_at_position does with its progress bar."""
+
+    made: ClassVar[list[_Bar]] = []
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs, self.updates, self.closed = kwargs, [], False
+        _Bar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.updates.append(n)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_progress_bar_counts_prompts_per_batch_and_is_closed(tok, monkeypatch, capsys) -> None:
+    model = tiny_model("llama")
+    capture_at_position(model, tok, PROMPTS, 0, batch_size=2, progress=True)  # the real tqdm
+    assert "capture" in capsys.readouterr().err
+    monkeypatch.setattr(capture_module, "tqdm", _Bar)
+    _Bar.made.clear()
+    capture_at_position(model, tok, PROMPTS, 0, batch_size=2, progress=True)
+    capture_at_position(model, tok, PROMPTS, 0, batch_size=2)
+    shown, hidden = _Bar.made
+    assert shown.kwargs["total"] == 5 and not shown.kwargs["disable"] and hidden.kwargs["disable"]
+    assert shown.updates == [2, 2, 1] and shown.closed and hidden.closed
+
+    def boom(**kwargs):
+        raise RuntimeError("forward failed")
+
+    monkeypatch.setattr(model, "forward", boom)
+    with pytest.raises(RuntimeError, match="forward failed"):
+        capture_at_position(model, tok, PROMPTS, 0, progress=True)
+    assert _Bar.made[-1].closed and _Bar.made[-1].updates == []
 
 
 class TestErrors:

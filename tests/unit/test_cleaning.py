@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from trait_lab.dynamics.cleaning import (
+    CLEAN_LABELS,
     CLEAN_OPTIONS,
     apply_mode,
     center,
+    check_clean_option,
     clean_norms,
     clean_projection,
     dims_to_clean,
@@ -42,14 +44,35 @@ def planted() -> tuple[np.ndarray, np.ndarray]:
 
 class TestDimsToClean:
     def test_options(self) -> None:
+        # The same dims the UI labels "No cleaning", "Top 5, 3+ layers", "All candidates" gave.
         cal = _calibration()
-        assert dims_to_clean(cal, "No cleaning") == []
-        assert dims_to_clean(cal, "Top 5, 3+ layers") == [3, 17]
-        assert dims_to_clean(cal, "All candidates") == [3, 17, 40, 55]
+        assert dims_to_clean(cal, "none") == []
+        assert dims_to_clean(cal, "top5") == [3, 17]
+        assert dims_to_clean(cal, "all") == [3, 17, 40, 55]
 
-    def test_bad_option_lists_allowed(self) -> None:
-        with pytest.raises(ValueError, match="Top 5, 3\\+ layers"):
-            dims_to_clean(_calibration(), "top5")
+    def test_keys_and_labels_are_the_spec_ones(self) -> None:
+        assert CLEAN_OPTIONS == ("none", "top5", "all")
+        assert CLEAN_LABELS == {
+            "none": "No cleaning",
+            "top5": "Top 5, 3+ layers",
+            "all": "All candidates",
+        }
+
+    @pytest.mark.parametrize(("key", "label"), list(CLEAN_LABELS.items()))
+    def test_a_label_names_the_key_to_pass(self, key: str, label: str) -> None:
+        with pytest.raises(ValueError) as info:
+            dims_to_clean(_calibration(), label)
+        message = str(info.value)
+        assert repr(label) in message
+        assert str(list(CLEAN_OPTIONS)) in message
+        assert f"pass clean option {key!r} instead" in message
+
+    def test_unknown_option_lists_the_keys(self) -> None:
+        with pytest.raises(ValueError, match=r"unknown clean option 'Top5'; choose one of") as info:
+            check_clean_option("Top5")
+        assert "['none', 'top5', 'all']" in str(info.value)
+        assert "instead" not in str(info.value)
+        assert check_clean_option("top5") == "top5"
 
 
 class TestBruteForce:

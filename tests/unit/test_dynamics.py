@@ -24,7 +24,7 @@ def record():
     return rec
 
 
-@pytest.mark.parametrize("clean", ["No cleaning", "Top 5, 3+ layers", "All candidates"])
+@pytest.mark.parametrize("clean", ["none", "top5", "all"])
 def test_matrix_equals_the_pure_functions(record, clean: str) -> None:
     layers, values, norms = trait_matrix(record, "t", clean=clean, mode="cosine", smoothing=3)
     assert layers == [0, 1, 2] and values.shape == (3, record.n_tokens)
@@ -36,14 +36,14 @@ def test_matrix_equals_the_pure_functions(record, clean: str) -> None:
 
 
 def test_cleaning_changes_the_matrix(record) -> None:
-    _, raw, _ = trait_matrix(record, "t", clean="No cleaning", mode="raw")
-    _, cleaned, _ = trait_matrix(record, "t", clean="All candidates", mode="raw")
+    _, raw, _ = trait_matrix(record, "t", clean="none", mode="raw")
+    _, cleaned, _ = trait_matrix(record, "t", clean="all", mode="raw")
     assert not np.allclose(raw, cleaned)
 
 
 def test_centring_over_response_tokens(record) -> None:
     _, values, _ = trait_matrix(record, "t", mode="normalized", centre=True)
-    s, n = record.cleaned("t", 1, "No cleaning")
+    s, n = record.cleaned("t", 1, "none")
     mask = np.arange(record.n_tokens) >= record.boundary
     expected = center(apply_mode(s, n, "normalized", response_mask=mask), mask)
     np.testing.assert_allclose(values[1], expected)
@@ -52,5 +52,7 @@ def test_centring_over_response_tokens(record) -> None:
 def test_bad_option_and_trait(record) -> None:
     with pytest.raises(ValueError, match="unknown clean option 'Top 5'"):
         trait_matrix(record, "t", clean="Top 5")
+    with pytest.raises(ValueError, match="pass clean option 'all' instead"):
+        trait_matrix(record, "t", clean="All candidates")
     with pytest.raises(KeyError, match="no trait 'x'"):
         trait_matrix(record, "x")

@@ -207,7 +207,7 @@ def test_passive_collector_runs_once_then_skips(model, tmp_path, caplog) -> None
     path.write_text("{}")
     with caplog.at_level(logging.WARNING, logger="trait_lab.dynamics.massive"):
         again = passive_collector(model, "exp", "inst", root=tmp_path)
-    assert isinstance(again, MassiveDimCollector) and "missing keys" in caplog.text
+    assert isinstance(again, MassiveDimCollector) and "no 'schema' key" in caplog.text
 
 
 def test_calibrate_per_token(model, tmp_path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import trait_lab.models.cache as cache
+import trait_lab.models.conversion as conversion
 from trait_lab.cli import main
 from trait_lab.models.loading import (
     ChecksumError,
@@ -434,7 +435,7 @@ class TestSpecialTokens:
     def test_wrong_eos_and_missing_pad_follow_the_metadata(self):
         tok = _tokenizer(pad=False)
         tok.eos_token = "<s>"  # what transformers 4.57 builds for SmolLM2 (EOS = BOS)
-        changed = cache.align_special_tokens(
+        changed = conversion.align_special_tokens(
             tok, self._config(bos_token_id=1, eos_token_id=2, pad_token_id=0)
         )
         assert changed == {"eos": (1, 2), "pad": (None, 0)}
@@ -443,15 +444,72 @@ class TestSpecialTokens:
     def test_agreeing_or_unusable_ids_change_nothing(self):
         tok = _tokenizer(pad=True)
         config = self._config(bos_token_id=1, eos_token_id=[2, 5], pad_token_id=999)
-        assert cache.align_special_tokens(tok, config) == {}
+        assert conversion.align_special_tokens(tok, config) == {}
         assert (tok.eos_token_id, tok.pad_token_id) == (2, 0)
 
     def test_saved_tokenizer_keeps_the_alignment(self, tmp_path):
         tok = _tokenizer(pad=False)
         tok.eos_token = "<s>"
-        cache.align_special_tokens(tok, self._config(eos_token_id=2, pad_token_id=2))
+        conversion.align_special_tokens(tok, self._config(eos_token_id=2, pad_token_id=2))
         tok.save_pretrained(tmp_path)
         from transformers import AutoTokenizer
 
         again = AutoTokenizer.from_pretrained(tmp_path)
         assert (again.eos_token_id, again.pad_token_id) == (2, 2)
+
+
+class TestAddedTokens:
+    """The GGUF's add_bos_token flag decides whether plain text gets a BOS, on every release."""
+
+    def _llama_tokenizer(self, add_bos: bool):
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import LlamaTokenizerFast
+
+        vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"t{i}": i for i in range(4, 16)}}
+        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.Whitespace()
+        return LlamaTokenizerFast(
+            tokenizer_object=backend,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            add_bos_token=add_bos,
+        )
+
+    def test_flags_read_from_a_gguf_file(self, tmp_path):
+        import gguf
+
+        path = tmp_path / "flags.gguf"
+        writer = gguf.GGUFWriter(str(path), arch="llama")
+        writer.add_bool("tokenizer.ggml.add_bos_token", False)
+        writer.add_bool("tokenizer.ggml.add_eos_token", True)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        assert conversion.gguf_tokenizer_flags(path) == {
+            "add_bos_token": False,
+            "add_eos_token": True,
+        }
+
+    def test_bos_flag_follows_the_metadata(self, caplog):
+        tok = self._llama_tokenizer(add_bos=True)
+        assert tok("t5")["input_ids"] == [1, 5]  # what transformers 4.57 builds for SmolLM2
+        with caplog.at_level(logging.WARNING, logger="trait_lab"):
+            changed = conversion.align_added_tokens(tok, {"add_bos_token": False})
+        assert changed == {"add_bos_token": False}
+        assert tok("t5")["input_ids"] == [5]
+        assert not [r for r in caplog.records if r.name.startswith("trait_lab")]
+        assert conversion.align_added_tokens(tok, {"add_bos_token": False}) == {}
+
+    def test_a_tokenizer_that_ignores_the_flag_is_reported(self, caplog):
+        class Stubborn:
+            bos_token_id = 1
+            add_bos_token = True
+
+            def __call__(self, text):
+                return {"input_ids": [1, 5]}  # always adds BOS, whatever the flag says
+
+        with caplog.at_level(logging.WARNING, logger="trait_lab"):
+            conversion.align_added_tokens(Stubborn(), {"add_bos_token": False})
+        assert any("adds BOS although the GGUF" in r.getMessage() for r in caplog.records)

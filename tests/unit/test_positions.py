@@ -9,7 +9,16 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from trait_lab.prompts.positions import FRAMES, Position, TurnSpan, resolve_batch
+from trait_lab.prompts import (
+    FRAMES,
+    ParsedPosition,
+    Position,
+    TurnSpan,
+    frame_range,
+    parse_position_text,
+    resolve_batch,
+    row_padding,
+)
 
 # ---------------------------------------------------------------------- strategies
 
@@ -328,3 +337,30 @@ class TestResolveBatch:
             first_bad = next(i for i, e in enumerate(expected) if not e)
             with pytest.raises(ValueError, match=f"in sample {first_bad} "):
                 resolve_batch(pos, mask, prompt_lens)
+
+
+class TestBuildingBlocks:
+    """The parser's fields, a frame's token range and a row's padding, each on its own."""
+
+    def test_parse_position_text_keeps_the_fields_as_written(self) -> None:
+        assert parse_position_text("turn[-1]:all[1:5:1]") == ParsedPosition(
+            "all", start=1, stop=5, step=1, turn=-1
+        )
+        assert Position.parse("turn[-1]:all[1:5:1]").step is None  # Position canonicalizes
+
+    def test_parse_position_text_points_at_the_error(self) -> None:
+        with pytest.raises(ValueError, match=r"expected ':' or '\]', found 'x' at character 9"):
+            parse_position_text("prompt[-1x]")
+
+    def test_frame_range_of_a_turn_and_of_the_system(self) -> None:
+        turns = [TurnSpan(2, 4, 6), TurnSpan(6, 8, 9)]
+        assert frame_range("response", 1, 3, 8, 1, turns=turns) == range(11, 12)
+        assert frame_range("system", None, 1, 5, system=(0, 2)) == range(1, 3)
+        with pytest.raises(ValueError, match=r"'system\[:\]' needs a system message, but sample 7"):
+            frame_range("system", None, 0, 5, label="system[:]", sample="7")
+
+    def test_row_padding_counts_leading_zeros_and_refuses_right_padding(self) -> None:
+        assert row_padding(torch.tensor([0, 0, 0, 1])) == 3
+        assert row_padding(torch.tensor([1, 1])) == 0
+        with pytest.raises(ValueError, match="row 4 of attention_mask is not left-padded"):
+            row_padding(torch.tensor([1, 1, 0]), 4)

@@ -18,7 +18,7 @@ from trait_lab.core.types import ProjectionConfig, VectorSpec
 from trait_lab.dynamics.calibration import calibrate
 from trait_lab.dynamics.inference import project_prompts
 from trait_lab.dynamics.records import (
-    SCHEMA_VERSION,
+    PROJECTION_SCHEMA,
     ProjectionRecord,
     RecordError,
     load_record,
@@ -80,7 +80,7 @@ class TestProjections:
         assert records[2].boundary == 5 and records[0].boundary == 5
         assert len(records[0].response_tokens) >= 1
 
-    @pytest.mark.parametrize("option", ["Top 5, 3+ layers", "All candidates", "No cleaning"])
+    @pytest.mark.parametrize("option", ["top5", "all", "none"])
     def test_cleaned_equals_zeroed_activations(self, setup, records, option) -> None:
         from trait_lab.dynamics.cleaning import dims_to_clean
 
@@ -94,7 +94,7 @@ class TestProjections:
                 scores, norms = rec.cleaned("t", layer, option)
                 np.testing.assert_allclose(scores, zeroed @ unit(vectors[layer]), atol=1e-5)
                 np.testing.assert_allclose(norms, np.linalg.norm(zeroed, axis=-1), atol=1e-5)
-        assert dims_to_clean(CALIBRATION, "Top 5, 3+ layers") == [1, 3, 5, 7]
+        assert dims_to_clean(CALIBRATION, "top5") == [1, 3, 5, 7]
 
     def test_ensemble_is_the_normalized_weighted_sum(self, setup) -> None:
         model, tok, _ = setup
@@ -113,7 +113,7 @@ class TestProjections:
         zeroed = h.copy()
         zeroed[:, [3, 7, 11]] = 0
         clean = 0.75 * zeroed @ unit(raw["probe"]) + 0.25 * zeroed @ unit(raw["mean_diff"])
-        np.testing.assert_allclose(rec.cleaned("e", 1, "All candidates")[0], clean, atol=1e-5)
+        np.testing.assert_allclose(rec.cleaned("e", 1, "all")[0], clean, atol=1e-5)
 
     def test_mixed_layer_ensemble_is_refused(self, setup) -> None:
         model, tok, _ = setup
@@ -127,7 +127,7 @@ class TestProjections:
         cal = calibrate(model, tok, PROMPTS, tmp_path / "calibration.json")
         (rec,) = project_prompts(model, tok, PROMPTS[:1], {"t": vectors}, cal, max_new_tokens=2)
         assert set(cal["candidates"]) <= set(rec.candidate_dims)
-        rec.cleaned("t", 0, "Top 5, 3+ layers")
+        rec.cleaned("t", 0, "top5")
 
 
 class TestSchema:
@@ -135,7 +135,7 @@ class TestSchema:
         for i, rec in enumerate(records):
             path = rec.save(tmp_path / f"{i}.json")
             assert load_record(path) == rec
-        assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+        assert json.loads(path.read_text())["schema_version"] == PROJECTION_SCHEMA.version
 
     @pytest.mark.parametrize("key", ["dim_values", "candidate_dims", "vector_dims"])
     def test_cleaning_data_is_required_to_build(self, records, key) -> None:
@@ -158,7 +158,7 @@ class TestSchema:
         assert str(path) in str(err.value)
 
     def test_version_mismatch_is_refused(self, records, tmp_path) -> None:
-        data = records[0].to_dict() | {"schema_version": SCHEMA_VERSION + 1}
+        data = records[0].to_dict() | {"schema_version": PROJECTION_SCHEMA.version + 1}
         path = tmp_path / "future.json"
         path.write_text(json.dumps(data))
         with pytest.raises(RecordError, match="schema_version") as err:
@@ -188,6 +188,10 @@ class TestSchema:
 
     def test_unknown_trait_or_layer(self, records) -> None:
         with pytest.raises(KeyError, match="traits"):
-            records[0].cleaned("nope", 0, "All candidates")
+            records[0].cleaned("nope", 0, "all")
         with pytest.raises(KeyError, match="layers"):
-            records[0].cleaned("t", 2, "All candidates")
+            records[0].cleaned("t", 2, "all")
+
+    def test_a_ui_label_is_refused_with_the_key_to_pass(self, records) -> None:
+        with pytest.raises(ValueError, match=r"'Top 5, 3\+ layers'.*pass clean option 'top5'"):
+            records[0].cleaned("t", 0, "Top 5, 3+ layers")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import trait_lab.core.types as tt
 from trait_lab.core.types import (
     COMPONENTS,
-    SCHEMA_VERSION,
+    RECORD_SCHEMA,
     ActivationMetadata,
     JudgeResult,
     ModelVariant,
@@ -382,7 +382,7 @@ class TestFiles:
     def test_file_is_valid_versioned_json(self, tmp_path: Path) -> None:
         path = save_json(metadata(), tmp_path / "meta.json")
         payload = json.loads(path.read_text(encoding="utf-8"))
-        assert payload["schema_version"] == SCHEMA_VERSION
+        assert payload["schema_version"] == RECORD_SCHEMA.version
         assert payload["type"] == "ActivationMetadata"
         assert payload["data"]["activation_norms"] == {"9": 3.25, "12": 4.5}
         assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]  # no temp file left
@@ -404,7 +404,7 @@ class TestFiles:
             load_json(JudgeResult, path)
 
     def test_invalid_data_names_file(self, tmp_path: Path) -> None:
-        payload = {"schema_version": SCHEMA_VERSION, "type": "VectorSpec", "data": {"layer": -1}}
+        payload = {"schema_version": 1, "type": "VectorSpec", "data": {"layer": -1}}
         path = self.write(tmp_path / "bad.json", payload)
         with pytest.raises(ValueError, match=r"bad\.json: invalid VectorSpec: .*layer=-1"):
             load_json(VectorSpec, path)
@@ -423,7 +423,10 @@ class TestFiles:
 
     def test_not_an_envelope(self, tmp_path: Path) -> None:
         path = self.write(tmp_path / "raw.json", VectorSpec(9).to_dict())
-        with pytest.raises(ValueError, match=r"raw\.json: not a trait_lab record file"):
+        with pytest.raises(ValueError, match=r"raw\.json: no 'schema_version' key.*save_json\("):
+            load_json(VectorSpec, path)
+        path = self.write(tmp_path / "bare.json", {"schema_version": 1, "data": {"layer": 9}})
+        with pytest.raises(ValueError, match=r"bare\.json: not a trait_lab record file"):
             load_json(VectorSpec, path)
 
     def test_save_rejects_non_records(self, tmp_path: Path) -> None:

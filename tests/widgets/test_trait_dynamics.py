@@ -14,9 +14,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from traitlets import TraitError
 
 from tests.helpers import CALIBRATION, PROMPTS, html_title, make_tokenizer
-from trait_lab.dynamics.cleaning import CLEAN_OPTIONS, MODES, dims_to_clean
+from trait_lab.dynamics.cleaning import CLEAN_LABELS, CLEAN_OPTIONS, MODES, dims_to_clean
 from trait_lab.dynamics.inference import project_prompts
 from trait_lab.dynamics.matrix import trait_matrix
 from trait_lab.dynamics.records import RecordError, build_record
@@ -46,7 +47,7 @@ def records(setup):
 
 @pytest.fixture(scope="module")
 def massive(setup):
-    """A record whose dim 3 (in "Top 5, 3+ layers" and "All candidates") is huge on every token,
+    """A record whose dim 3 (cleaned by "top5" and by "all") is huge on every token,
     with the activations and vector it was built from."""
     tok = setup[1]
     gen = torch.Generator().manual_seed(11)
@@ -108,11 +109,11 @@ class TestMatchesTraitMatrix:
         settings: dict = {}
         steps = [
             ("mode", "raw"),
-            ("clean", "All candidates"),
+            ("clean", "all"),
             ("smoothing", 5),
             ("centre", True),
             ("mode", "normalized"),
-            ("clean", "Top 5, 3+ layers"),
+            ("clean", "top5"),
         ]
         for name, value in steps:
             before = z(view)
@@ -136,19 +137,19 @@ class TestMatchesTraitMatrix:
 
     def test_records_from_paths(self, records, tmp_path) -> None:
         paths = [rec.save(tmp_path / f"{i}.json") for i, rec in enumerate(records)]
-        view = TraitDynamics([str(paths[0]), paths[1]], mode="raw", clean="All candidates")
+        view = TraitDynamics([str(paths[0]), paths[1]], mode="raw", clean="all")
         view.record.value = 1
-        expect_layers_view(view, records[1], "t", mode="raw", clean="All candidates")
+        expect_layers_view(view, records[1], "t", mode="raw", clean="all")
 
 
 def test_cleaning_a_massive_dim_changes_the_figure(massive) -> None:
     rec, acts, vector = massive
     view = TraitDynamics([rec])
-    assert view.clean.value == "No cleaning" and view.clean.options == CLEAN_OPTIONS
+    assert view.clean.value == "none" and view.clean.label == "No cleaning"
     raw = z(view)
     unit = (vector / vector.norm()).numpy()
     np.testing.assert_allclose(raw, unit[3], atol=0.02)  # uncleaned, dim 3 is all one sees
-    for clean in ("Top 5, 3+ layers", "All candidates"):
+    for clean in ("top5", "all"):
         view.clean.value = clean
         cleaned = z(view)
         assert np.abs(cleaned - raw).mean() > 0.1
@@ -157,8 +158,27 @@ def test_cleaning_a_massive_dim_changes_the_figure(massive) -> None:
             h = acts[layer].numpy().copy()
             h[:, dims_to_clean(CALIBRATION, clean)] = 0
             np.testing.assert_allclose(cleaned[row], h @ unit / np.linalg.norm(h, axis=-1))
-    view.clean.value = "No cleaning"
+    view.clean.value = "none"
     np.testing.assert_array_equal(z(view), raw)
+
+
+def test_clean_dropdown_shows_labels_and_maps_them_to_keys(records) -> None:
+    view = TraitDynamics(records)
+    assert view.clean.options == tuple((CLEAN_LABELS[key], key) for key in CLEAN_OPTIONS)
+    assert view.clean.options == (
+        ("No cleaning", "none"),
+        ("Top 5, 3+ layers", "top5"),
+        ("All candidates", "all"),
+    )
+    for key, label in CLEAN_LABELS.items():
+        view.clean.label = label  # what a click in the browser does
+        assert view.clean.value == key
+        expect_layers_view(view, records[0], "t", clean=key)
+        assert f" · {label}" in view.figure.layout.title.text
+    view = TraitDynamics(records, clean="top5")
+    assert view.clean.label == "Top 5, 3+ layers"
+    with pytest.raises(TraitError):
+        view.clean.value = "Top 5, 3+ layers"  # the attribute takes keys
 
 
 class TestLayout:
@@ -174,14 +194,14 @@ class TestLayout:
     def test_tokens_by_traits_rows_are_trait_matrix_rows(self, records) -> None:
         rec = records[0]
         view = TraitDynamics(records, view="tokens × traits", mode="normalized")
-        view.clean.value = "Top 5, 3+ layers"
+        view.clean.value = "top5"
         assert view.layer.options == (("L0", 0), ("L1", 1), ("L2", 2))
         for layer, names in [(1, ["t", "u"]), (0, ["t"]), (2, ["t", "u"])]:
             view.layer.value = layer
             shown = view.shown()
             assert shown.rows == names
             for row, name in enumerate(names):
-                _, values, norms = trait_matrix(rec, name, clean="Top 5, 3+ layers",
+                _, values, norms = trait_matrix(rec, name, clean="top5",
                                                 mode="normalized", layers=[layer])  # fmt: skip
                 np.testing.assert_array_equal(shown.values[row], values[0])
                 np.testing.assert_array_equal(shown.norms[row], norms[0])
@@ -189,9 +209,9 @@ class TestLayout:
 
     def test_lines_one_trace_per_selected_layer(self, records) -> None:
         rec = records[0]
-        view = TraitDynamics(records, view="lines", clean="All candidates")
+        view = TraitDynamics(records, view="lines", clean="all")
         view.layers.value = (0, 2)
-        _, values, norms = trait_matrix(rec, "t", clean="All candidates", layers=[0, 2])
+        _, values, norms = trait_matrix(rec, "t", clean="all", layers=[0, 2])
         assert [t.name for t in view.figure.data] == ["L0", "L2"]
         for trace, row, norm in zip(view.figure.data, values, norms, strict=True):
             assert isinstance(trace, go.Scatter)
@@ -201,10 +221,10 @@ class TestLayout:
             assert list(trace.text) == token_labels(rec.tokens)
         assert list(view.figure.layout.xaxis.ticktext) == token_labels(rec.tokens)
         view.view.value = "tokens × layers"  # back to one heatmap with all selected layers
-        expect_layers_view(view, rec, "t", clean="All candidates", layers=[0, 2])
+        expect_layers_view(view, rec, "t", clean="all", layers=[0, 2])
 
     def test_static_figure_is_what_the_view_draws(self, records) -> None:
-        options = {"clean": "All candidates", "mode": "raw", "smoothing": 3}
+        options = {"clean": "all", "mode": "raw", "smoothing": 3}
         fig = dynamics_figure(records[1], view="tokens × traits", layer=2, **options)
         view = TraitDynamics(records, view="tokens × traits", **options)
         view.record.value, view.layer.value, view.smoothing.value = 1, 2, 3
@@ -222,7 +242,7 @@ class TestLayout:
                      "layers", "layer"):  # fmt: skip
             assert f"tl-{name}" in getattr(view, name)._dom_classes
         assert "tl-dynamics-figure" in view.children[-2]._dom_classes
-        assert view.mode.value == "cosine" and view.clean.value == "No cleaning"
+        assert view.mode.value == "cosine" and view.clean.value == "none"
 
     def test_labels(self) -> None:
         assert token_labels(["<|im_start|>", "Ġhi", "Ċ"]) == [
@@ -301,7 +321,8 @@ class TestBadInput:
     @pytest.mark.parametrize(
         ("kwargs", "message"),
         [
-            ({"clean": "Top 5"}, r"unknown clean option 'Top 5'; choose one of \['No cleaning'"),
+            ({"clean": "Top 5"}, r"unknown clean option 'Top 5'; choose one of \['none', 'top5'"),
+            ({"clean": "All candidates"}, r"'All candidates' is the label.*clean option 'all'"),
             ({"mode": "cos"}, r"unknown mode 'cos'; choose one of \['raw', 'normalized'"),
             ({"view": "grid"}, r"unknown view 'grid'; choose one of \['tokens × layers'"),
             ({"smoothing": 4}, r"unknown smoothing window 4; choose one of \[1, 3, 5, 7, 9\]"),

@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from trait_lab.hooks import MultiLayerCapture
+from trait_lab.models import tokens
 from trait_lab.models.architectures import resolve_layers
 from trait_lab.prompts.formatting import (
     PromptLike,
@@ -27,7 +29,8 @@ from trait_lab.prompts.formatting import (
     format_prompt,
     uses_chat_template,
 )
-from trait_lab.prompts.positions import Position, Span, TurnSpan
+from trait_lab.prompts.offsets import Span, TurnSpan
+from trait_lab.prompts.positions import Position
 
 POOLS: tuple[str, ...] = ("mean", "first", "last", "none")
 
@@ -46,6 +49,7 @@ def capture_at_position(
     component: str = "residual",
     batch_size: int = 8,
     use_chat_template: bool | None = None,
+    progress: bool = False,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Run prompts through the model and return activations at a position, pooled per prompt.
 
@@ -72,6 +76,7 @@ def capture_at_position(
         component: what to capture (``"residual"``, ``"attn_contribution"``, ...).
         batch_size: prompts per forward pass.
         use_chat_template: ``None`` = when the tokenizer has one; see ``format_prompt``.
+        progress: show a progress bar (tqdm) over the batches, counted in prompts.
 
     Returns:
         fp32 CPU activations: a tensor, or a list of tensors when ``pool="none"``.
@@ -96,6 +101,33 @@ def capture_at_position(
     if not pre_formatted:
         uses_chat_template(tokenizer, use_chat_template)  # fail early on use_chat_template=True
     layer_list = resolve_layers(model, layers)
+    samples = _encode_all(
+        tokenizer, prompts, pos, responses, pre_formatted, system, use_chat_template
+    )
+    pad_id = tokens.pad_token_id(tokenizer=tokenizer)
+    outputs = _run_batches(
+        model, samples, layer_list, component, pool, batch_size, pad_id, progress
+    )
+    if isinstance(layers, int):
+        outputs = [out[..., 0, :] for out in outputs]
+    if pool == "none":
+        return outputs
+    return torch.stack(outputs)
+
+
+def _encode_all(
+    tokenizer: Any,
+    prompts: list[PromptLike],
+    pos: Position,
+    responses: Sequence[str] | None,
+    pre_formatted: bool,
+    system: str | None,
+    use_chat_template: bool | None,
+) -> list[_Sample]:
+    """Tokenize every prompt (+ response) and resolve the position in each sample.
+
+    Every position is resolved before the first forward pass, so a bad sample fails fast.
+    """
     need_spans = pos.frame == "system" or pos.turn is not None
     samples = []
     for i, prompt in enumerate(prompts):
@@ -103,7 +135,6 @@ def capture_at_position(
         sample = _encode(
             tokenizer, prompt, response, need_spans, pre_formatted, system, use_chat_template, i
         )
-        # resolve every position before the first forward, so a bad sample fails fast
         sample.rel = pos.resolve(
             0,
             sample.prompt_len,
@@ -113,11 +144,29 @@ def capture_at_position(
             sample=i,
         )
         samples.append(sample)
+    return samples
+
+
+def _run_batches(
+    model: nn.Module,
+    samples: list[_Sample],
+    layer_list: list[int],
+    component: str,
+    pool: str,
+    batch_size: int,
+    pad_id: int,
+    progress: bool,
+) -> list[torch.Tensor]:
+    """Forward the samples in left-padded batches under capture hooks; one output per sample.
+
+    Runs in ``eval()`` under ``no_grad()`` and restores every module's train flag, removes the
+    hooks and closes the progress bar on exit, also on exceptions.
+    """
     outputs: list[torch.Tensor] = []
     states = {module: module.training for module in model.modules()}
     device = _input_device(model)
     accepted = _forward_kwargs(model)
-    pad_id = _pad_id(tokenizer)
+    bar = tqdm(total=len(samples), unit="prompt", desc="capture", disable=not progress)
     try:
         model.eval()
         cap = MultiLayerCapture(model, layer_list, component)
@@ -125,31 +174,39 @@ def capture_at_position(
             for first in range(0, len(samples), batch_size):
                 chunk = samples[first : first + batch_size]
                 ids, mask = _left_pad([s.ids for s in chunk], pad_id)
-                kwargs: dict[str, Any] = {"input_ids": ids.to(device)}
-                kwargs["attention_mask"] = mask.to(device)
-                if "position_ids" in accepted:
-                    pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                    kwargs["position_ids"] = pos_ids.to(device)
-                if "use_cache" in accepted:
-                    kwargs["use_cache"] = False
-                if "logits_to_keep" in accepted:
-                    kwargs["logits_to_keep"] = 1
                 cap.clear()
-                model(**kwargs)
+                model(**_forward_inputs(ids, mask, device, accepted))
                 acts = [cap.get(layer) for layer in layer_list]
                 for row, sample in enumerate(chunk):
                     idx = sample.rel + (ids.shape[1] - len(sample.ids))  # left padding
                     picked = torch.stack([a[row, idx.to(a.device)] for a in acts], dim=1)
                     outputs.append(_pool(picked.to("cpu", torch.float32), pool))
+                bar.update(len(chunk))
     finally:
         for module, training in states.items():
             module.training = training
-    single = isinstance(layers, int)
-    if single:
-        outputs = [out[..., 0, :] for out in outputs]
-    if pool == "none":
-        return outputs
-    return torch.stack(outputs)
+        bar.close()
+    return outputs
+
+
+def _forward_inputs(
+    ids: torch.Tensor, mask: torch.Tensor, device: torch.device, accepted: set[str]
+) -> dict[str, Any]:
+    """The forward call's keyword arguments for one left-padded batch.
+
+    Besides ids and mask, whichever the model accepts of: explicit ``position_ids`` (so left
+    padding does not shift positions), ``use_cache=False`` and ``logits_to_keep=1``.
+    """
+    kwargs: dict[str, Any] = {"input_ids": ids.to(device)}
+    kwargs["attention_mask"] = mask.to(device)
+    if "position_ids" in accepted:
+        pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs["position_ids"] = pos_ids.to(device)
+    if "use_cache" in accepted:
+        kwargs["use_cache"] = False
+    if "logits_to_keep" in accepted:
+        kwargs["logits_to_keep"] = 1
+    return kwargs
 
 
 class _Sample:
@@ -269,14 +326,6 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
         ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
         mask[i, width - len(row) :] = 1
     return ids, mask
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0  # masked out, so any valid id will do
 
 
 def _pool(picked: torch.Tensor, pool: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import torch
@@ -31,6 +32,7 @@ from trait_lab.activations.store import (
     check_layer_names,
 )
 from trait_lab.io.shards import ActivationReader, ActivationWriter
+from trait_lab.models import tokens
 
 __all__ = ["extract_representations"]
 
@@ -171,31 +173,59 @@ def extract_representations(
     """
 
     names = check_layer_names(model, layers)
+    _check_args(positions, batch_size, max_samples)
+    keep_all = positions != "last"
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    pad_id = tokens.pad_token_id(model=model, explicit=pad_token_id)
+    samples = _samples(dataset, max_samples)
+    writer = None
+    if output_dir is not None:
+        meta = {"layers": names, "positions": "last" if not keep_all else "all"}
+        writer = _open_writer(output_dir, shard_size, meta, dtype, samples, collate is None)
+    mask_now: list[torch.Tensor] = []  # the running batch's mask, read by the hook's selector
+    store = ActivationStore(model, names, dtype=dtype, positions=_selector(mask_now, keep_all))
+    bar = _progress_bar(dataset, max_samples, writer) if progress else None
+    batcher = _Batcher(collate, pad_id, device)
+    results = _run(
+        model, store, names, samples, batch_size, batcher, mask_now, writer, bar, keep_all
+    )
+    if writer:
+        return ActivationReader(writer.directory)
+    if keep_all:
+        return dict(results)
+    return {n: torch.cat(r) if r else torch.empty(0) for n, r in results.items()}
+
+
+def _check_args(positions: Any, batch_size: Any, max_samples: int | None) -> None:
     if positions not in ("all", "last", None):
         raise ValueError(f"positions={positions!r}; use 'all' (or None) or 'last'")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if max_samples is not None and max_samples < 0:
         raise ValueError(f"max_samples must be None or >= 0, got {max_samples!r}")
-    keep_all = positions != "last"
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if pad_token_id is None:
-        pad_token_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
 
-    samples = _samples(dataset, max_samples)
-    writer: ActivationWriter | None = None
-    if output_dir is not None:
-        meta = {
-            "layers": names,
-            "positions": "last" if not keep_all else "all",
-            "dtype": str(dtype) if dtype else None,
-        }
-        writer = ActivationWriter(output_dir, shard_size=shard_size, meta=meta)
-        strip = collate is None
-        writer.verify_inputs(_sample_ids(s, i, strip) for i, s in enumerate(samples))
 
-    mask_now: list[torch.Tensor] = []  # the running batch's mask, read by the hook's selector
+def _open_writer(
+    output_dir: str | os.PathLike[str],
+    shard_size: int,
+    meta: dict[str, Any],
+    dtype: torch.dtype | None,
+    samples: Iterator[Any],
+    strip: bool,
+) -> ActivationWriter:
+    """The shard writer of ``output_dir``; samples it already holds are checked and skipped."""
+    meta = {**meta, "dtype": str(dtype) if dtype else None}
+    writer = ActivationWriter(output_dir, shard_size=shard_size, meta=meta)
+    writer.verify_inputs(_sample_ids(s, i, strip) for i, s in enumerate(samples))
+    return writer
+
+
+def _selector(mask_now: list[torch.Tensor], keep_all: bool) -> Callable[[torch.Tensor], Any]:
+    """The store's position selector: every real token (``keep_all``) or each row's last one.
+
+    It reads the running batch's mask from ``mask_now[0]``, which the loop sets per batch.
+    """
 
     def select(out: torch.Tensor) -> torch.Tensor:
         mask = mask_now[0]
@@ -209,40 +239,68 @@ def extract_representations(
         last = (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(1)
         return out[torch.arange(len(mask), device=mask.device), last]
 
+    return select
+
+
+def _progress_bar(dataset: Any, max_samples: int | None, writer: ActivationWriter | None) -> Any:
+    total = len(dataset) if hasattr(dataset, "__len__") else max_samples
+    if total is not None and max_samples is not None:
+        total = min(total, max_samples)
+    return tqdm(total=total, initial=writer.num_samples if writer else 0, unit="sample")
+
+
+@dataclass(frozen=True)
+class _Batcher:
+    """Turns a chunk of samples into ``(ids, batch)``: their token ids and the model's inputs.
+
+    The inputs are ``collate``'s, or the ids right-padded with ``pad_token_id`` and an attention
+    mask; every tensor is moved to ``device``.
+    """
+
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]] | None
+    pad_token_id: int
+    device: Any
+
+    def __call__(self, chunk: list[Any], start: int) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        ids = [_sample_ids(s, start + i, self.collate is None) for i, s in enumerate(chunk)]
+        batch = dict(self.collate(chunk)) if self.collate else _pad_right(ids, self.pad_token_id)
+        batch.setdefault("attention_mask", torch.ones_like(batch["input_ids"]))
+        batch = {
+            k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+        }
+        return ids, batch
+
+
+def _run(
+    model: nn.Module,
+    store: ActivationStore,
+    names: list[str],
+    samples: Iterator[Any],
+    batch_size: int,
+    batcher: _Batcher,
+    mask_now: list[torch.Tensor],
+    writer: ActivationWriter | None,
+    bar: Any,
+    keep_all: bool,
+) -> dict[str, list[torch.Tensor]]:
+    """Forward every batch and keep (or, with a writer, write) each layer's outputs.
+
+    Runs in ``eval()`` under ``no_grad()``; restores every module's train flag, removes the
+    hooks and closes the bar and the writer on exit, also on exceptions.
+    """
     results: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     flags = {m: m.training for m in model.modules()}
-    store = ActivationStore(model, names, dtype=dtype, positions=select)
-    bar = None
-    if progress:
-        total = len(dataset) if hasattr(dataset, "__len__") else max_samples
-        if total is not None and max_samples is not None:
-            total = min(total, max_samples)
-        bar = tqdm(total=total, initial=writer.num_samples if writer else 0, unit="sample")
     try:
         model.eval()
         store.enable()
         with torch.no_grad():
             start = writer.num_samples if writer else 0
             while chunk := list(itertools.islice(samples, batch_size)):
-                ids = [_sample_ids(s, start + i, collate is None) for i, s in enumerate(chunk)]
-                batch = dict(collate(chunk)) if collate else _pad_right(ids, pad_token_id)
-                batch.setdefault("attention_mask", torch.ones_like(batch["input_ids"]))
-                batch = {
-                    k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-                }
+                ids, batch = batcher(chunk, start)
                 mask_now[:] = [batch["attention_mask"].bool()]
                 store.clear()
                 _forward(model, batch)
-                lengths = mask_now[0].sum(1).tolist()
-                acts: dict[str, Any] = {}
-                for name in names:
-                    t = store.get(name)
-                    if t is None:
-                        raise RuntimeError(
-                            f"module {name!r} did not run during the forward pass; "
-                            "is it used by model.forward?"
-                        )
-                    acts[name] = list(torch.split(t, lengths)) if keep_all else t
+                acts = _layer_outputs(store, names, mask_now[0].sum(1).tolist(), keep_all)
                 if writer:
                     writer.append(acts, inputs=ids)
                 else:
@@ -259,8 +317,19 @@ def extract_representations(
             bar.close()
         if writer:
             writer.close()
-    if writer:
-        return ActivationReader(writer.directory)
-    if keep_all:
-        return dict(results)
-    return {n: torch.cat(r) if r else torch.empty(0) for n, r in results.items()}
+    return results
+
+
+def _layer_outputs(
+    store: ActivationStore, names: list[str], lengths: list[int], keep_all: bool
+) -> dict[str, Any]:
+    """Each layer's captured output: split per sample (``keep_all``) or one ``[n, hidden]``."""
+    acts: dict[str, Any] = {}
+    for name in names:
+        t = store.get(name)
+        if t is None:
+            raise RuntimeError(
+                f"module {name!r} did not run during the forward pass; is it used by model.forward?"
+            )
+        acts[name] = list(torch.split(t, lengths)) if keep_all else t
+    return acts

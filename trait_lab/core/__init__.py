@@ -1,4 +1,4 @@
-"""Records with one schema mechanism, atomic writes and experiment paths."""
+"""Records with one schema mechanism, atomic writes, the experiments layout and resumable runs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,26 @@ from trait_lab.core.atomic import (
     atomic_write_text,
 )
 from trait_lab.core.experiments import (
-    CONFIG_NAME,
     ExperimentConfig,
-    experiments_root,
     get_model_variant,
     load_experiment_config,
+)
+from trait_lab.core.paths import (
+    CONFIG_NAME,
+    activations_dir,
+    activations_path,
+    calibration_path,
+    check_name,
+    config_path,
+    experiment_dir,
+    experiments_root,
+    extraction_dir,
+    inference_dir,
+    record_path,
+    records_dir,
+    research_dir,
+    vector_path,
+    vectors_dir,
 )
 from trait_lab.core.records import (
     Record,
@@ -27,10 +42,17 @@ from trait_lab.core.records import (
     jsonable,
     set_field,
 )
+from trait_lab.core.runs import (
+    ResumableRun,
+)
+from trait_lab.core.schema import (
+    Schema,
+    SchemaError,
+)
 from trait_lab.core.types import (
     COMPONENTS,
     DTYPES,
-    SCHEMA_VERSION,
+    RECORD_SCHEMA,
     SOURCES,
     ActivationMetadata,
     JudgeResult,
@@ -46,7 +68,7 @@ __all__ = [
     "COMPONENTS",
     "CONFIG_NAME",
     "DTYPES",
-    "SCHEMA_VERSION",
+    "RECORD_SCHEMA",
     "SOURCES",
     "TEMP_GLOB",
     "ActivationMetadata",
@@ -55,23 +77,39 @@ __all__ = [
     "ModelVariant",
     "ProjectionConfig",
     "Record",
+    "ResumableRun",
+    "Schema",
+    "SchemaError",
     "VectorResult",
     "VectorSpec",
+    "activations_dir",
+    "activations_path",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "calibration_path",
     "check_choice",
     "check_float",
     "check_int",
     "check_items",
+    "check_name",
     "check_opt_float",
     "check_str",
+    "config_path",
+    "experiment_dir",
     "experiments_root",
+    "extraction_dir",
     "get_model_variant",
+    "inference_dir",
     "invalid",
     "jsonable",
     "load_experiment_config",
     "load_json",
+    "record_path",
+    "records_dir",
+    "research_dir",
     "save_json",
     "set_field",
+    "vector_path",
+    "vectors_dir",
 ]

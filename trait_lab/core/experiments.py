@@ -11,9 +11,8 @@ A config looks like::
       "use_chat_template": null
     }
 
-``"model": null`` is the embedded default model. The experiments folder is
-``$TRAIT_LAB_EXPERIMENTS`` when set, else the nearest ``experiments/`` folder at or above the
-working directory (so notebooks in ``notebooks/`` find the repo's ``experiments/``).
+``"model": null`` is the embedded default model. Where the experiments folder is, and the
+layout inside it, is :mod:`trait_lab.core.paths`.
 
 Example:
     >>> import json, pathlib, tempfile
@@ -32,25 +31,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from trait_lab.core.paths import CONFIG_NAME, config_path, experiments_root
 from trait_lab.core.types import ModelVariant
 
-CONFIG_NAME = "config.json"
+__all__ = [
+    "CONFIG_NAME",
+    "ExperimentConfig",
+    "experiments_root",
+    "get_model_variant",
+    "load_experiment_config",
+]
+
 _KEYS = {"model_variants", "default_variant", "use_chat_template", "description"}
-
-
-def experiments_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding experiments (see the module docstring for how it is found)."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("TRAIT_LAB_EXPERIMENTS")
-    if env:
-        return Path(env)
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "experiments"
-        if candidate.is_dir():
-            return candidate
-    return here / "experiments"
 
 
 @dataclass(frozen=True)
@@ -82,10 +74,11 @@ def load_experiment_config(
 
     Raises:
         FileNotFoundError: no such experiment (the existing ones are listed).
-        ValueError: malformed JSON or unknown / missing keys (file and key named).
+        ValueError: malformed JSON, unknown / missing keys (file and key named), or an
+            experiment name that cannot be a folder name.
     """
     base = experiments_root(root)
-    path = base / experiment / CONFIG_NAME
+    path = config_path(experiment, root)
     if not path.is_file():
         existing = sorted(p.parent.name for p in base.glob(f"*/{CONFIG_NAME}"))
         raise FileNotFoundError(

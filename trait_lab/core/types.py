@@ -2,7 +2,8 @@
 
 Every record is a frozen dataclass that checks itself when built and round-trips through a
 JSON-safe dict. ``from_dict`` is strict: unknown or missing keys are errors, never ignored.
-``save_json`` / ``load_json`` wrap a record with a schema version and write files atomically.
+``save_json`` / ``load_json`` wrap a record in the :data:`RECORD_SCHEMA` envelope and write files
+atomically.
 
 Example:
     >>> spec = VectorSpec(layer=9, component="residual", method="probe")
@@ -32,9 +33,12 @@ from trait_lab.core.records import (
     invalid,
     set_field,
 )
+from trait_lab.core.schema import Schema
 
-SCHEMA_VERSION = 1
-"""Version written by :func:`save_json`; :func:`load_json` refuses any other."""
+RECORD_SCHEMA = Schema("trait_lab.record", 1, kind_key=None, remake="save_json(record, path)")
+"""The file :func:`save_json` writes: ``{"schema_version": 1, "type": "VectorSpec", "data": ...}``.
+
+The record's class goes under ``"type"``; :func:`load_json` refuses any other version."""
 
 COMPONENTS: tuple[str, ...] = (
     "residual",
@@ -352,15 +356,15 @@ def save_json(obj: Record, path: str | os.PathLike[str]) -> Path:
             f"save_json saves trait_lab records (VectorSpec, ProjectionConfig, ...), got "
             f"{type(obj).__name__}. Build a record first, e.g. VectorSpec.from_dict(d)."
         )
-    envelope = {"schema_version": SCHEMA_VERSION, "type": type(obj).__name__, "data": obj.to_dict()}
+    envelope = RECORD_SCHEMA.stamp({"type": type(obj).__name__, "data": obj.to_dict()})
     return atomic_write_json(path, envelope, indent=2)
 
 
 def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
     """Read a file written by :func:`save_json` and validate it as ``cls``.
 
-    Raises ValueError naming the file if it is not valid JSON, has another schema version,
-    holds another record type or fails validation.
+    Raises ValueError naming the file if it is not valid JSON, is not version
+    ``RECORD_SCHEMA.version`` of the envelope, holds another record type or fails validation.
 
     Example:
         >>> load_json(VectorSpec, save_json(VectorSpec(9), "/tmp/spec.json")).layer
@@ -374,20 +378,14 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
             f"{source}: not valid JSON ({err}). The file is damaged or was not written by "
             f"save_json; re-create it."
         ) from err
+    payload = RECORD_SCHEMA.check(payload, source)
     expected = ["data", "schema_version", "type"]
-    if not isinstance(payload, dict) or sorted(payload) != expected:
-        got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+    if sorted(payload) != expected:
         raise ValueError(
             f"{source}: not a trait_lab record file: expected a JSON object with keys "
-            f"{expected}, got {got}. Write it with save_json(record, path)."
+            f"{expected}, got {sorted(payload)}. Write it with save_json(record, path)."
         )
-    version, kind = payload["schema_version"], payload["type"]
-    if type(version) is not int or version != SCHEMA_VERSION:
-        raise ValueError(
-            f"{source}: schema_version {version!r}, but this trait_lab reads version "
-            f"{SCHEMA_VERSION}. Re-create the file with this trait_lab, or read it with the "
-            f"trait_lab that wrote it."
-        )
+    kind = payload["type"]
     if kind != cls.__name__:
         raise ValueError(
             f"{source}: holds a {kind!r} record, not {cls.__name__!r}. "

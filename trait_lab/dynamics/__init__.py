@@ -11,11 +11,13 @@ from trait_lab.dynamics.calibration import (
     research_calibration,
 )
 from trait_lab.dynamics.cleaning import (
+    CLEAN_LABELS,
     CLEAN_OPTIONS,
     MODES,
     ArrayT,
     apply_mode,
     center,
+    check_clean_option,
     clean_norms,
     clean_projection,
     dims_to_clean,
@@ -30,9 +32,8 @@ from trait_lab.dynamics.inference import (
     run_inference,
 )
 from trait_lab.dynamics.massive import (
+    CALIBRATION_SCHEMA,
     NEUTRAL_PROMPTS,
-    SCHEMA,
-    SCHEMA_VERSION,
     STATE_NAME,
     CalibrationError,
     MassiveDimCollector,
@@ -43,22 +44,26 @@ from trait_lab.dynamics.matrix import (
     trait_matrix,
 )
 from trait_lab.dynamics.records import (
-    TOP_N,
+    PROJECTION_SCHEMA,
     Members,
     ProjectionRecord,
     RecordError,
     build_record,
+    load_record,
+)
+from trait_lab.dynamics.summary import (
+    TOP_N,
     calibration_summary,
     cleaning_dims,
-    load_record,
 )
 
 __all__ = [
+    "CALIBRATION_SCHEMA",
+    "CLEAN_LABELS",
     "CLEAN_OPTIONS",
     "MODES",
     "NEUTRAL_PROMPTS",
-    "SCHEMA",
-    "SCHEMA_VERSION",
+    "PROJECTION_SCHEMA",
     "STATE_NAME",
     "TOP_N",
     "ArrayT",
@@ -75,6 +80,7 @@ __all__ = [
     "calibration_path",
     "calibration_summary",
     "center",
+    "check_clean_option",
     "clean_norms",
     "clean_projection",
     "cleaning_dims",

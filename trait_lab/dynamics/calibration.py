@@ -7,8 +7,7 @@ is never used; :func:`passive_collector` is what an inference run wraps itself i
 first run calibrates for free.
 
 Example:
-    >>> from trait_lab.testing import tiny_model
-    >>> from trait_lab.dynamics.massive import calibration_path
+    >>> from trait_lab.core.paths import calibration_path
     >>> calibration_path("demo", "instruct", root="/tmp/x").name
     'calibration.json'
 """
@@ -23,15 +22,16 @@ from typing import Any, Literal, overload
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.paths import calibration_path, research_dir
 from trait_lab.dynamics.cleaning import dims_to_clean
 from trait_lab.dynamics.massive import (
     NEUTRAL_PROMPTS,
     STATE_NAME,
     CalibrationError,
     MassiveDimCollector,
-    calibration_path,
     load_calibration,
 )
 from trait_lab.hooks.capture import MultiLayerCapture
@@ -52,14 +52,27 @@ def _batches(tokenizer: Any, prompts: list[str], batch_size: int) -> list[dict[s
 
 
 @overload
-def calibrate(model: nn.Module, tokenizer: Any, prompts: list[str] | tuple[str, ...],
-              out_path: str | os.PathLike[str], per_token: Literal[False] = ...,
-              batch_size: int = ...) -> dict[str, Any]: ...  # fmt: skip
+def calibrate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[str] | tuple[str, ...],
+    out_path: str | os.PathLike[str],
+    per_token: Literal[False] = ...,
+    batch_size: int = ...,
+    *,
+    progress: bool = ...,
+) -> dict[str, Any]: ...
 @overload
-def calibrate(model: nn.Module, tokenizer: Any, prompts: list[str] | tuple[str, ...],
-              out_path: str | os.PathLike[str], per_token: Literal[True],
-              batch_size: int = ...
-              ) -> tuple[dict[str, Any], list[dict[str, Any]]]: ...  # fmt: skip
+def calibrate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[str] | tuple[str, ...],
+    out_path: str | os.PathLike[str],
+    per_token: Literal[True],
+    batch_size: int = ...,
+    *,
+    progress: bool = ...,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]: ...
 def calibrate(
     model: nn.Module,
     tokenizer: Any,
@@ -67,14 +80,17 @@ def calibrate(
     out_path: str | os.PathLike[str],
     per_token: bool = False,
     batch_size: int = 8,
+    *,
+    progress: bool = False,
 ) -> dict[str, Any] | tuple[dict[str, Any], list[dict[str, Any]]]:
     """Explicit calibration on ``prompts`` (every token counts); writes and returns the record.
 
     Starts fresh (any saved collector state at ``out_path`` is discarded). ``per_token=True``
     (research mode) runs a second pass and also returns, per prompt, ``{"prompt", "input_ids",
     "dims", "values"}`` where ``values[layer][token][i]`` is dim ``dims[i]`` (the candidates,
-    plus the "Top 5, 3+ layers" dims) at that token; it is also written to ``per_token.json``.
+    plus the ``"top5"`` clean-option dims) at that token; it is also written to ``per_token.json``.
     ``tokenizer(texts, return_tensors="pt", padding=True)`` must return ids and a mask.
+    ``progress`` shows a bar per pass.
 
     Example:
         >>> calibrate(model, tokenizer, NEUTRAL_PROMPTS, "calibration.json")  # doctest: +SKIP
@@ -87,25 +103,33 @@ def calibrate(
     batches = _batches(tokenizer, prompts, batch_size)
     device = next(model.parameters()).device
     collector = MassiveDimCollector(model, out_path, max_tokens=2**62)
-    with torch.no_grad(), collector:
+    bar = tqdm(total=len(prompts), desc="calibrating", unit="prompt", disable=not progress)
+    with bar, torch.no_grad(), collector:
         for batch in batches:
             model(**{k: v.to(device) for k, v in batch.items()})
+            bar.update(len(batch["input_ids"]))
     record = load_calibration(out_path)
     if not per_token:
         return record
 
-    dims = sorted(set(record["candidates"]) | set(dims_to_clean(record, "Top 5, 3+ layers")))
-    rows = _per_token(model, batches, prompts, dims)
+    dims = sorted(set(record["candidates"]) | set(dims_to_clean(record, "top5")))
+    rows = _per_token(model, batches, prompts, dims, progress)
     atomic_write_json(out_path.with_name("per_token.json"), rows, indent=None)
     return record, rows
 
 
 def _per_token(
-    model: nn.Module, batches: list[dict[str, Any]], prompts: list[str], dims: list[int]
+    model: nn.Module,
+    batches: list[dict[str, Any]],
+    prompts: list[str],
+    dims: list[int],
+    progress: bool,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     device = next(model.parameters()).device
-    with torch.no_grad(), MultiLayerCapture(model, to_cpu=True, dtype=torch.float32) as cap:
+    bar = tqdm(total=len(prompts), desc="per-token values", unit="prompt", disable=not progress)
+    capture = MultiLayerCapture(model, to_cpu=True, dtype=torch.float32)
+    with bar, torch.no_grad(), capture as cap:
         for batch in batches:
             cap.clear()
             model(**{k: v.to(device) for k, v in batch.items()})
@@ -115,6 +139,7 @@ def _per_token(
                 ids = batch["input_ids"][i][keep].tolist()
                 row = {"prompt": prompts[len(rows)], "input_ids": ids, "dims": dims}
                 rows.append({**row, "values": values[i][:, keep].tolist()})
+            bar.update(len(mask))
     return rows
 
 
@@ -141,18 +166,22 @@ def ensure_calibration(
     variant: str,
     root: str | os.PathLike[str] | None = None,
     prompts: list[str] | tuple[str, ...] = NEUTRAL_PROMPTS,
+    *,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The variant's calibration: loaded when valid, else built from ``prompts``.
 
     A corrupt file, or one made for another model id, width or layer count, is never used: a
-    warning says why and the file is rebuilt from the neutral prompts.
+    warning says why and the file is rebuilt from the neutral prompts (``progress`` shows a bar).
 
     Example:
         >>> ensure_calibration(model, tokenizer, "demo", "instruct")  # doctest: +SKIP
     """
     path = calibration_path(experiment, variant, root)
     record = _usable(path, model, "rebuilding")
-    return record if record is not None else calibrate(model, tokenizer, prompts, path)
+    if record is not None:
+        return record
+    return calibrate(model, tokenizer, prompts, path, progress=progress)
 
 
 def passive_collector(
@@ -185,20 +214,20 @@ def research_calibration(
     prompt_set: str | os.PathLike[str],
     root: str | os.PathLike[str] | None = None,
     batch_size: int = 8,
+    *,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Research mode: calibrate on a named prompt set with per-token output.
 
     Writes ``calibration.json`` and ``per_token.json`` under
-    ``.../massive_activations/research/<set>/`` (the variant's own calibration is untouched)
-    and returns the record and that folder.
+    ``.../massive_activations/research/<set>/`` (:func:`~trait_lab.core.paths.research_dir`;
+    the variant's own calibration is untouched) and returns the record and that folder.
 
     Example:
         >>> research_calibration(model, tok, "default", "instruct", "borderline")  # doctest: +SKIP
     """
-
     prompts = load_prompt_set(prompt_set)
-    name = Path(str(prompt_set)).stem
-    folder = calibration_path(experiment, variant, root).parent / "research" / name
+    folder = research_dir(experiment, variant, Path(str(prompt_set)).stem, root)
     record, _ = calibrate(
         model,
         tokenizer,
@@ -206,5 +235,6 @@ def research_calibration(
         folder / "calibration.json",
         per_token=True,
         batch_size=batch_size,
+        progress=progress,
     )
     return record, folder

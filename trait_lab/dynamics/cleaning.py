@@ -25,18 +25,28 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CLEAN_LABELS",
     "CLEAN_OPTIONS",
     "MODES",
     "apply_mode",
     "center",
+    "check_clean_option",
     "clean_norms",
     "clean_projection",
     "dims_to_clean",
     "smooth",
 ]
 
-CLEAN_OPTIONS: tuple[str, ...] = ("No cleaning", "Top 5, 3+ layers", "All candidates")
-"""The "Clean" choices of the trait-dynamics view; "Top 5, 3+ layers" is recommended."""
+CLEAN_OPTIONS: tuple[str, ...] = ("none", "top5", "all")
+"""The keys of the "Clean" choices: ``"none"``, ``"top5"`` (recommended: dims among the 5 largest
+of at least 3 layers) and ``"all"`` (every calibration candidate)."""
+
+CLEAN_LABELS: dict[str, str] = {
+    "none": "No cleaning",
+    "top5": "Top 5, 3+ layers",
+    "all": "All candidates",
+}
+"""Clean option key → the label the trait-dynamics view shows for it (only the view shows it)."""
 
 MODES: tuple[str, ...] = ("raw", "normalized", "cosine")
 
@@ -61,23 +71,43 @@ def _like(result: np.ndarray, ref: Any) -> Any:
     return result
 
 
+def check_clean_option(option: str) -> str:
+    """``option`` if it is a key of :data:`CLEAN_OPTIONS`; else a ``ValueError`` that names it,
+    the keys, and the key to pass when ``option`` is a UI label of :data:`CLEAN_LABELS`.
+
+    Example:
+        >>> check_clean_option("top5")
+        'top5'
+        >>> check_clean_option("All candidates")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown clean option 'All candidates'; ... pass clean option 'all' instead)
+    """
+    if option in CLEAN_OPTIONS:
+        return option
+    message = f"unknown clean option {option!r}; choose one of {list(CLEAN_OPTIONS)}"
+    key = next((k for k, label in CLEAN_LABELS.items() if label == option), None)
+    if key is not None:
+        message += f" ({option!r} is the label the view shows; pass clean option {key!r} instead)"
+    raise ValueError(message)
+
+
 def dims_to_clean(calibration: dict[str, Any], option: str) -> list[int]:
     """The dims to remove for a "Clean" option, from a
     :func:`~trait_lab.dynamics.massive.load_calibration` record.
 
-    ``"Top 5, 3+ layers"`` = dims among the 5 largest of at least 3 layers; ``"All candidates"``
-    = the calibration's ``candidates``; ``"No cleaning"`` = none.
+    ``"top5"`` = dims among the 5 largest of at least 3 layers; ``"all"`` = the calibration's
+    ``candidates``; ``"none"`` = none. Any other value raises (see :func:`check_clean_option`).
 
     Example:
         >>> cal = {"layers": [{"top_dims": [7, 1, 2, 3, 4]}] * 3, "candidates": [7, 9]}
-        >>> dims_to_clean(cal, "Top 5, 3+ layers"), dims_to_clean(cal, "All candidates")
+        >>> dims_to_clean(cal, "top5"), dims_to_clean(cal, "all")
         ([1, 2, 3, 4, 7], [7, 9])
     """
-    if option not in CLEAN_OPTIONS:
-        raise ValueError(f"unknown clean option {option!r}; choose one of {list(CLEAN_OPTIONS)}")
-    if option == "No cleaning":
+    check_clean_option(option)
+    if option == "none":
         return []
-    if option == "All candidates":
+    if option == "all":
         return sorted(int(d) for d in calibration["candidates"])
     counts: dict[int, int] = {}
     for entry in calibration["layers"]:

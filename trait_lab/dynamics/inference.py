@@ -3,8 +3,10 @@
 :func:`project_prompts` runs each prompt alone (no padding), captures the residual stream at
 the needed layers in fp32 (prompt tokens included) and builds one
 :class:`~trait_lab.dynamics.records.ProjectionRecord` per prompt. :func:`run_inference`
-writes them to ``experiments/<exp>/inference/<variant>/projections/<prompt_set>/<i>.json``,
-skipping prompts whose record already loads (so a killed run resumes).
+writes them to ``experiments/<exp>/inference/<variant>/projections/<prompt_set>/<i>.json``
+(:func:`~trait_lab.core.paths.records_dir`), skipping prompts whose record already loads
+(a :class:`~trait_lab.core.runs.ResumableRun`: a killed run resumes, a damaged record is
+rewritten with a logged warning).
 
 A trait is either ``{layer: vector}`` (one vector per layer) or a
 :class:`~trait_lab.core.types.ProjectionConfig` whose vectors all sit at one layer (residual
@@ -13,14 +15,13 @@ only); a config's vectors are loaded by ``vector_loader(trait, spec)`` —
 
 Example:
     >>> paths = run_inference("demo", "smoke", ["Hi!"], {"optimism": {9: v}})  # doctest: +SKIP
-    >>> load_record(paths[0]).cleaned("optimism", 9, "Top 5, 3+ layers")  # doctest: +SKIP
+    >>> load_record(paths[0]).cleaned("optimism", 9, "top5")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,20 +29,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from trait_lab.core.atomic import atomic_write_json
-from trait_lab.core.experiments import experiments_root
+from trait_lab.core.paths import extraction_dir, record_path, records_dir, vector_path
+from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ProjectionConfig, VectorSpec
 from trait_lab.dynamics.calibration import ensure_calibration, passive_collector
 from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, MassiveDimCollector
 from trait_lab.dynamics.records import (
     Members,
     ProjectionRecord,
-    RecordError,
     build_record,
     load_record,
 )
-from trait_lab.extraction.outputs import extraction_dir, vector_path
 from trait_lab.generation.configs import CaptureConfig, SamplingConfig
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.hooks.capture import MultiLayerCapture
@@ -50,8 +51,6 @@ from trait_lab.models.loading import load_model
 from trait_lab.prompts.formatting import PromptLike, encode_text, format_prompt, uses_chat_template
 
 __all__ = ["TraitInput", "VectorLoader", "project_prompts", "records_dir", "run_inference"]
-
-logger = logging.getLogger(__name__)
 
 TraitInput = ProjectionConfig | Mapping[int, torch.Tensor]
 VectorLoader = Callable[[str, VectorSpec], torch.Tensor]
@@ -102,9 +101,13 @@ def _resolve_config(name: str, config: ProjectionConfig, loader: VectorLoader | 
 
 
 def _capture(
-    model: nn.Module, prompt_ids: list[int], response_ids: list[int] | None, layers: list[int],
-    max_new_tokens: int, sampling: SamplingConfig | None,
-) -> tuple[list[int], dict[int, torch.Tensor]]:  # fmt: skip
+    model: nn.Module,
+    prompt_ids: list[int],
+    response_ids: list[int] | None,
+    layers: list[int],
+    max_new_tokens: int,
+    sampling: SamplingConfig | None,
+) -> tuple[list[int], dict[int, torch.Tensor]]:
     """Response ids and ``{layer: [prompt + response tokens, hidden]}`` fp32 residuals."""
     device = next(model.parameters()).device
     if response_ids is not None:
@@ -117,9 +120,11 @@ def _capture(
             return response_ids, {layer: c.get(layer)[0] for layer in layers}
     capture = CaptureConfig(layers, prompt=True, dtype=torch.float32)
     result = HookedGenerator(model).generate(
-        torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, capture=capture,
+        torch.tensor([prompt_ids]),
+        max_new_tokens=max_new_tokens,
+        capture=capture,
         sampling=sampling,
-    )[0]  # fmt: skip
+    )[0]
     prompt_acts, new_acts = result.prompt_activations, result.activations
     acts = {
         layer: torch.cat([prompt_acts[layer]["residual"], new_acts[layer]["residual"]]).cpu()
@@ -140,6 +145,7 @@ def project_prompts(
     layers: Sequence[int] | None = None,
     vector_loader: VectorLoader | None = None,
     sampling: SamplingConfig | None = None,
+    progress: bool = False,
 ) -> list[ProjectionRecord]:
     """One :class:`ProjectionRecord` per prompt: generated (greedy by default) or teacher-forced.
 
@@ -150,6 +156,7 @@ def project_prompts(
         responses: given responses (tokenized on their own, no special tokens) to
             teacher-force instead of generating.
         layers: extra layers to record norms and dim values for (trait layers always are).
+        progress: show a progress bar over the prompts.
 
     Example:
         >>> recs = project_prompts(model, tok, ["Hi"], {"t": {1: v}}, cal)  # doctest: +SKIP
@@ -162,61 +169,41 @@ def project_prompts(
     needed = sorted({layer for per in resolved.values() for layer in per} | set(layers or ()))
     chat = uses_chat_template(tokenizer)
     records = []
-    for i, prompt in enumerate(prompts):
-        text = format_prompt(tokenizer, prompt)
-        prompt_ids = encode_text(tokenizer, text, chat=chat)
-        given = None
-        if responses is not None:
-            given = list(tokenizer(responses[i], add_special_tokens=False)["input_ids"])
-        response_ids, acts = _capture(model, prompt_ids, given, needed, max_new_tokens, sampling)
-        records.append(
-            build_record(
-                prompt=text,
-                response=tokenizer.decode(response_ids, skip_special_tokens=True),
-                prompt_ids=prompt_ids,
-                response_ids=response_ids,
-                tokenizer=tokenizer,
-                activations=acts,
-                traits=resolved,
-                calibration=calibration,
+    with tqdm(prompts, desc="projecting", unit="prompt", disable=not progress) as bar:
+        for i, prompt in enumerate(bar):
+            text = format_prompt(tokenizer, prompt)
+            prompt_ids = encode_text(tokenizer, text, chat=chat)
+            given = None
+            if responses is not None:
+                given = list(tokenizer(responses[i], add_special_tokens=False)["input_ids"])
+            response_ids, acts = _capture(
+                model, prompt_ids, given, needed, max_new_tokens, sampling
             )
-        )
+            records.append(
+                build_record(
+                    prompt=text,
+                    response=tokenizer.decode(response_ids, skip_special_tokens=True),
+                    prompt_ids=prompt_ids,
+                    response_ids=response_ids,
+                    tokenizer=tokenizer,
+                    activations=acts,
+                    traits=resolved,
+                    calibration=calibration,
+                )
+            )
     return records
 
 
-def records_dir(
-    experiment: str, variant: str, prompt_set: str, root: str | os.PathLike[str] | None = None
-) -> Path:
-    """``<experiments>/<exp>/inference/<variant>/projections/<prompt_set>``.
-
-    Example:
-        >>> records_dir("demo", "instruct", "smoke", root="/x").as_posix()
-        '/x/demo/inference/instruct/projections/smoke'
-    """
-    base = experiments_root(root) / experiment / "inference" / variant
-    return base / "projections" / prompt_set
-
-
-def _extraction_loader(experiment: str, variant: str, root: Any) -> VectorLoader:
-
+def _extraction_loader(
+    experiment: str, variant: str, root: str | os.PathLike[str] | None
+) -> VectorLoader:
     def load(trait: str, spec: VectorSpec) -> torch.Tensor:
-        folder = extraction_dir(experiment, trait, variant, None if root is None else str(root))
+        folder = extraction_dir(experiment, trait, variant, root)
         vector = load_vector(vector_path(folder, spec.component, spec.method, spec.layer))
         assert isinstance(vector, torch.Tensor)
         return vector.float()
 
     return load
-
-
-def _existing(path: Path) -> bool:
-    if not path.exists():
-        return False
-    try:
-        load_record(path)
-    except RecordError as exc:
-        logger.warning("rewriting unusable projection record: %s", exc)
-        return False
-    return True
 
 
 def run_inference(
@@ -233,6 +220,7 @@ def run_inference(
     max_new_tokens: int = 48,
     layers: Sequence[int] | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> list[Path]:
     """Write one record per prompt (``<i>.json``); prompts whose record loads are skipped.
 
@@ -243,7 +231,8 @@ def run_inference(
     On a variant's first run the massive-dim calibration is collected passively from the
     prefill of these prompts (topped up with the neutral set); the records need its candidate
     dims, so this happens before the first record is written. Later runs reuse the file. Without
-    ``model`` the default model is loaded. Returns every record's path, in prompt order.
+    ``model`` the default model is loaded. ``progress`` shows bars for the calibration and the
+    records. Returns every record's path, in prompt order.
 
     Example:
         >>> traits = {"t": {9: v}}  # doctest: +SKIP
@@ -252,25 +241,36 @@ def run_inference(
     """
     folder = records_dir(experiment, variant, prompt_set_name, root)
     loader = _extraction_loader(experiment, variant, root)
-    _check_inputs(folder, _fingerprint(prompts, traits, loader, responses, max_new_tokens, layers),
-                  overwrite)  # fmt: skip
-    paths = [folder / f"{i}.json" for i in range(len(prompts))]
-    todo = [i for i, path in enumerate(paths) if not _existing(path)]
-    logger.info("%s: %d of %d records to write", folder, len(todo), len(paths))
+    fingerprint = _fingerprint(prompts, traits, loader, responses, max_new_tokens, layers)
+    _check_inputs(folder, fingerprint, overwrite)
+    paths = [record_path(folder, i) for i in range(len(prompts))]
+    run = ResumableRun(f"inference into {folder}")
+    todo = run.pending(range(len(paths)), lambda i: run.done(paths[i], load_record))
     if not todo:
         return paths
     if model is None or tokenizer is None:
         model, tokenizer = load_model()
     calibration = _calibrate_from_run(
-        model, tokenizer, experiment, variant, root, [prompts[i] for i in todo]
+        model, tokenizer, experiment, variant, root, [prompts[i] for i in todo], progress
     )
-    for i in todo:
-        given = None if responses is None else [responses[i]]
-        (record,) = project_prompts(
-            model, tokenizer, [prompts[i]], traits, calibration, responses=given,
-            max_new_tokens=max_new_tokens, layers=layers, vector_loader=loader,
-        )  # fmt: skip
-        record.save(paths[i])
+    desc = f"inference {prompt_set_name}"
+    with tqdm(
+        total=len(paths), initial=run.skipped, desc=desc, unit="prompt", disable=not progress
+    ) as bar:
+        for i in todo:
+            (record,) = project_prompts(
+                model,
+                tokenizer,
+                [prompts[i]],
+                traits,
+                calibration,
+                responses=None if responses is None else [responses[i]],
+                max_new_tokens=max_new_tokens,
+                layers=layers,
+                vector_loader=loader,
+            )
+            run.save(paths[i], record.save)
+            bar.update()
     return paths
 
 
@@ -281,6 +281,7 @@ def _calibrate_from_run(
     variant: str,
     root: str | os.PathLike[str] | None,
     prompts: Sequence[PromptLike],
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The variant's calibration; on its first run, collected from this run's own prompts.
 
@@ -296,12 +297,20 @@ def _calibrate_from_run(
         texts = [format_prompt(tokenizer, p) for p in prompts]
         texts += [format_prompt(tokenizer, p) for p in NEUTRAL_PROMPTS]
         device = next(model.parameters()).device
-        with collector, torch.no_grad():
+        bar = tqdm(
+            total=collector.max_tokens,
+            initial=collector.tokens_seen,
+            desc="calibrating",
+            unit="token",
+            disable=not progress,
+        )
+        with bar, collector, torch.no_grad():
             for text in texts:
                 if collector.done:
                     break
                 ids = encode_text(tokenizer, text, chat=chat)
                 model(input_ids=torch.tensor([ids], device=device))
+                bar.update(collector.tokens_seen - bar.n)
     return ensure_calibration(model, tokenizer, experiment, variant, root)
 
 

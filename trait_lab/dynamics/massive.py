@@ -45,13 +45,15 @@ import torch
 from torch import nn
 
 from trait_lab.core.atomic import atomic_write_json
-from trait_lab.core.experiments import experiments_root
+from trait_lab.core.paths import calibration_path
+from trait_lab.core.schema import Schema
 from trait_lab.hooks.base import HookContext, register_tensor_hook
 from trait_lab.models.architectures import find_layers, get_hook_path, n_layers
 from trait_lab.models.identity import model_name
 from trait_lab.models.kv_cache import forward_offset
 
 __all__ = [
+    "CALIBRATION_SCHEMA",
     "NEUTRAL_PROMPTS",
     "CalibrationError",
     "MassiveDimCollector",
@@ -61,13 +63,38 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "trait_lab.massive_calibration"
-SCHEMA_VERSION = 1
 STATE_NAME = "collector_state.json"
-_LAYER_KEYS = ("layer", "top_dims", "top_max_abs", "top_mean_abs", "top_ratio", "median_mean_abs",
-               "mean_norm")  # fmt: skip
-_KEYS = ("schema", "schema_version", "model", "hidden_size", "n_layers", "tokens_seen",
-         "candidate_ratio", "layers", "candidates")  # fmt: skip
+_LAYER_KEYS = (
+    "layer",
+    "top_dims",
+    "top_max_abs",
+    "top_mean_abs",
+    "top_ratio",
+    "median_mean_abs",
+    "mean_norm",
+)
+_KEYS = (
+    "model",
+    "hidden_size",
+    "n_layers",
+    "tokens_seen",
+    "candidate_ratio",
+    "layers",
+    "candidates",
+)
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be used; the message names the file and the problem."""
+
+
+CALIBRATION_SCHEMA = Schema(
+    "trait_lab.massive_calibration",
+    1,
+    remake="delete it and call ensure_calibration(...)",
+    error=CalibrationError,
+)
+"""The format of ``calibration.json``: its ``schema`` and ``schema_version`` keys come first."""
 
 NEUTRAL_PROMPTS: tuple[str, ...] = tuple(
     line.strip()
@@ -78,23 +105,6 @@ NEUTRAL_PROMPTS: tuple[str, ...] = tuple(
 )
 """Fifty everyday, Alpaca-style instructions written for calibration (not from any dataset),
 read from ``trait_lab/data/prompt_sets/neutral.txt`` (the prompt set ``"neutral"``)."""
-
-
-class CalibrationError(ValueError):
-    """A calibration file that cannot be used; the message names the file and the problem."""
-
-
-def calibration_path(
-    experiment: str, variant: str, root: str | os.PathLike[str] | None = None
-) -> Path:
-    """``experiments/<exp>/inference/<variant>/massive_activations/calibration.json``.
-
-    Example:
-        >>> calibration_path("demo", "instruct", root="/x").as_posix()
-        '/x/demo/inference/instruct/massive_activations/calibration.json'
-    """
-    base = experiments_root(root) / experiment / "inference" / variant
-    return base / "massive_activations" / "calibration.json"
 
 
 class MassiveDimCollector(HookContext):
@@ -172,8 +182,9 @@ class MassiveDimCollector(HookContext):
                 self.sum_abs[layer] = np.asarray(entry["sum_abs"], dtype=np.float64)
                 self.sum_norm[layer] = float(entry["sum_norm"])
         except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring collector state %s (%s); starting from zero", self.state_path,
-                           exc)  # fmt: skip
+            logger.warning(
+                "ignoring collector state %s (%s); starting from zero", self.state_path, exc
+            )
             self.tokens_seen, self.max_abs, self.sum_abs, self.sum_norm = 0, {}, {}, {}
 
     def save_state(self) -> Path:
@@ -186,8 +197,12 @@ class MassiveDimCollector(HookContext):
             }
             for layer in self.max_abs
         }
-        state = {"model": model_name(self.model), "layers": self.layers,
-                 "tokens_seen": self.tokens_seen, "stats": stats}  # fmt: skip
+        state = {
+            "model": model_name(self.model),
+            "layers": self.layers,
+            "tokens_seen": self.tokens_seen,
+            "stats": stats,
+        }
         return atomic_write_json(self.state_path, state, indent=None)
 
     def attach(self) -> MassiveDimCollector:
@@ -275,26 +290,28 @@ class MassiveDimCollector(HookContext):
             top = np.argsort(-mx, kind="stable")[: self.top_k]
             ratio = mx / max(median, 1e-12)
             candidates.update(int(d) for d in np.nonzero(ratio > self.candidate_ratio)[0])
-            out_layers.append({
-                "layer": layer,
-                "top_dims": [int(d) for d in top],
-                "top_max_abs": [float(mx[d]) for d in top],
-                "top_mean_abs": [float(self.sum_abs[layer][d] / self.tokens_seen) for d in top],
-                "top_ratio": [float(ratio[d]) for d in top],
-                "median_mean_abs": median,
-                "mean_norm": self.sum_norm[layer] / self.tokens_seen,
-            })  # fmt: skip
-        return {
-            "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
-            "model": model_name(self.model),
-            "hidden_size": int(next(iter(self.max_abs.values())).shape[0]),
-            "n_layers": n_layers(self.model),
-            "tokens_seen": self.tokens_seen,
-            "candidate_ratio": self.candidate_ratio,
-            "layers": out_layers,
-            "candidates": sorted(candidates),
-        }
+            out_layers.append(
+                {
+                    "layer": layer,
+                    "top_dims": [int(d) for d in top],
+                    "top_max_abs": [float(mx[d]) for d in top],
+                    "top_mean_abs": [float(self.sum_abs[layer][d] / self.tokens_seen) for d in top],
+                    "top_ratio": [float(ratio[d]) for d in top],
+                    "median_mean_abs": median,
+                    "mean_norm": self.sum_norm[layer] / self.tokens_seen,
+                }
+            )
+        return CALIBRATION_SCHEMA.stamp(
+            {
+                "model": model_name(self.model),
+                "hidden_size": int(next(iter(self.max_abs.values())).shape[0]),
+                "n_layers": n_layers(self.model),
+                "tokens_seen": self.tokens_seen,
+                "candidate_ratio": self.candidate_ratio,
+                "layers": out_layers,
+                "candidates": sorted(candidates),
+            }
+        )
 
     def finalize(self) -> dict[str, Any]:
         """Write ``calibration.json`` atomically, delete the saved state, return the record."""
@@ -333,14 +350,10 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _fail(path, f"not valid JSON ({exc})") from exc
-    if not isinstance(record, dict):
-        raise _fail(path, f"expected a JSON object, got {type(record).__name__}")
+    record = CALIBRATION_SCHEMA.check(record, f"calibration file {path}")
     missing = [k for k in _KEYS if k not in record]
     if missing:
         raise _fail(path, f"missing keys {missing}")
-    if record["schema"] != SCHEMA or record["schema_version"] != SCHEMA_VERSION:
-        raise _fail(path, f"schema {record['schema']!r} v{record['schema_version']!r}, expected "
-                    f"{SCHEMA!r} v{SCHEMA_VERSION}")  # fmt: skip
     hidden = record["hidden_size"]
     for key in ("hidden_size", "n_layers", "tokens_seen"):
         if not isinstance(record[key], int) or isinstance(record[key], bool) or record[key] < 0:

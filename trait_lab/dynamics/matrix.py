@@ -5,7 +5,7 @@ prompt/response boundary and centring are applied in that order, all with the pu
 of :mod:`trait_lab.dynamics.cleaning`, so every view computes the same numbers.
 
 Example:
-    >>> layers, values, _ = trait_matrix(rec, "optimism", clean="All candidates")  # doctest: +SKIP
+    >>> layers, values, _ = trait_matrix(rec, "optimism", clean="all")  # doctest: +SKIP
     >>> values.shape == (len(layers), rec.n_tokens)  # doctest: +SKIP
     True
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trait_lab.dynamics.cleaning import CLEAN_OPTIONS, apply_mode, center, smooth
+from trait_lab.dynamics.cleaning import apply_mode, center, check_clean_option, smooth
 from trait_lab.dynamics.records import ProjectionRecord
 
 
@@ -22,7 +22,7 @@ def trait_matrix(
     record: ProjectionRecord,
     trait: str,
     *,
-    clean: str = "No cleaning",
+    clean: str = "none",
     mode: str = "cosine",
     smoothing: int = 1,
     centre: bool = False,
@@ -33,14 +33,13 @@ def trait_matrix(
     Args:
         record: a projection record (prompt + response tokens).
         trait: a trait name in the record.
-        clean: one of ``CLEAN_OPTIONS``.
+        clean: a key of ``CLEAN_OPTIONS``: ``"none"``, ``"top5"`` (recommended) or ``"all"``.
         mode: ``"raw"``, ``"normalized"`` (÷ mean response norm) or ``"cosine"``.
         smoothing: odd moving-average window (1 = none); never crosses the boundary.
         centre: subtract each layer's mean over response tokens.
         layers: a subset of the record's layers for this trait (default: all).
     """
-    if clean not in CLEAN_OPTIONS:
-        raise ValueError(f"unknown clean option {clean!r}; choose one of {list(CLEAN_OPTIONS)}")
+    check_clean_option(clean)
     if trait not in record.projections:
         raise KeyError(f"no trait {trait!r} in this record; traits: {sorted(record.projections)}")
     chosen = sorted(record.projections[trait]) if layers is None else list(layers)

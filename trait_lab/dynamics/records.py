@@ -8,20 +8,19 @@ calibration's massive-dim candidates. With the unit vectors' values at those dim
 :meth:`ProjectionRecord.cleaned` works on every record ever written. A record cannot be built
 or loaded without the cleaning data: ``__post_init__`` refuses it.
 
-JSON layout (``schema_version`` 1): layer keys are strings; ``projections[trait][layer]`` is
-``[tokens]``; ``vector_dims[trait][layer]`` is ``[members, n_candidates]`` and
-``weights[trait][layer]`` ``[members]``; ``norms[layer]`` is ``[tokens]``;
-``dim_values[layer]`` is ``[tokens, n_candidates]``; ``calibration`` holds ``fingerprint``,
-``candidates`` and the top-5 dims per calibrated layer (``top_dims``).
+JSON layout (:data:`PROJECTION_SCHEMA`, ``schema_version`` 1): layer keys are strings;
+``projections[trait][layer]`` is ``[tokens]``; ``vector_dims[trait][layer]`` is
+``[members, n_candidates]`` and ``weights[trait][layer]`` ``[members]``; ``norms[layer]`` is
+``[tokens]``; ``dim_values[layer]`` is ``[tokens, n_candidates]``; ``calibration`` holds
+``fingerprint``, ``candidates`` and the top-5 dims per calibrated layer (``top_dims``).
 
 Example:
     >>> rec = load_record("projections/p/0.json")  # doctest: +SKIP
-    >>> scores, norms = rec.cleaned("optimism", 9, "Top 5, 3+ layers")  # doctest: +SKIP
+    >>> scores, norms = rec.cleaned("optimism", 9, "top5")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,58 +33,28 @@ import numpy as np
 import torch
 
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.schema import Schema
 from trait_lab.dynamics.cleaning import clean_norms, clean_projection, dims_to_clean
+from trait_lab.dynamics.summary import calibration_summary, cleaning_dims
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "ProjectionRecord",
-    "RecordError",
-    "build_record",
-    "calibration_summary",
-    "cleaning_dims",
-    "load_record",
-]
-
-SCHEMA_VERSION = 1
-"""Version written by :meth:`ProjectionRecord.save`; :func:`load_record` refuses any other."""
-
-TOP_N = 5
-"""Top dims per calibrated layer kept in a record (enough for "Top 5, 3+ layers")."""
-
-Members = dict[int, list[tuple[float, torch.Tensor]]]
-"""A resolved trait: ``{layer: [(normalized weight, vector [hidden]), ...]}``."""
+__all__ = ["PROJECTION_SCHEMA", "ProjectionRecord", "RecordError", "build_record", "load_record"]
 
 
 class RecordError(ValueError):
     """A projection record that cannot be used; the message names the problem (and file)."""
 
 
-def calibration_summary(calibration: Mapping[str, Any]) -> dict[str, Any]:
-    """What a record keeps of a calibration: fingerprint, candidates, top-5 dims per layer.
+PROJECTION_SCHEMA = Schema(
+    "trait_lab.projection_record",
+    1,
+    kind_key=None,
+    remake="run_inference(...) rewrites it",
+    error=RecordError,
+)
+"""The record file: written by :meth:`ProjectionRecord.save`, checked by :func:`load_record`."""
 
-    Example:
-        >>> cal = {"candidates": [3], "layers": [{"layer": 0, "top_dims": [3, 1, 2, 0, 4, 5]}]}
-        >>> calibration_summary(cal)["top_dims"]
-        [[3, 1, 2, 0, 4]]
-    """
-    text = json.dumps(dict(calibration), sort_keys=True, default=str)
-    return {
-        "fingerprint": hashlib.sha256(text.encode()).hexdigest()[:16],
-        "candidates": sorted(int(d) for d in calibration["candidates"]),
-        "top_dims": [[int(d) for d in e["top_dims"][:TOP_N]] for e in calibration["layers"]],
-    }
-
-
-def cleaning_dims(summary: Mapping[str, Any]) -> list[int]:
-    """The dims a record stores values of: candidates ∪ every layer's top-5 dims.
-
-    Example:
-        >>> cleaning_dims({"candidates": [9], "top_dims": [[1, 2], [2, 3]]})
-        [1, 2, 3, 9]
-    """
-    dims = {int(d) for d in summary["candidates"]}
-    dims.update(int(d) for top in summary["top_dims"] for d in top)
-    return sorted(dims)
+Members = dict[int, list[tuple[float, torch.Tensor]]]
+"""A resolved trait: ``{layer: [(normalized weight, vector [hidden]), ...]}``."""
 
 
 def _as_calibration(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,9 +93,10 @@ def _array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
 class ProjectionRecord:
     """Per-token projections of one prompt + response, with the data to clean them.
 
-    Every field is required (no defaults but ``schema_version``), so a record without
-    ``dim_values``, ``candidate_dims`` or ``vector_dims`` cannot exist. Build one with
-    :func:`build_record` (or :func:`trait_lab.dynamics.inference.project_prompts`).
+    Every field is required (no defaults but ``schema_version``, which :data:`PROJECTION_SCHEMA`
+    checks), so a record without ``dim_values``, ``candidate_dims`` or ``vector_dims`` cannot
+    exist. Build one with :func:`build_record` (or
+    :func:`trait_lab.dynamics.inference.project_prompts`).
 
     Example:
         >>> rec.boundary == len(rec.prompt_tokens)  # doctest: +SKIP
@@ -147,14 +117,10 @@ class ProjectionRecord:
     dim_values: dict[int, list[list[float]]]
     candidate_dims: list[int]
     calibration: dict[str, Any]
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = PROJECTION_SCHEMA.version
 
     def __post_init__(self) -> None:
-        if self.schema_version != SCHEMA_VERSION:
-            raise _fail(
-                f"schema_version {self.schema_version!r}, this trait_lab reads {SCHEMA_VERSION}; "
-                "re-run inference to rewrite the record"
-            )
+        PROJECTION_SCHEMA.check(vars(self), "ProjectionRecord")
         for name in ("prompt", "response"):
             if not isinstance(getattr(self, name), str):
                 raise _fail(f"{name} must be a string")
@@ -171,8 +137,9 @@ class ProjectionRecord:
                 raise _fail(f"{name.replace('tokens', 'ids')} must list one id per token")
         n = len(self.prompt_tokens) + len(self.response_tokens)
         if self.boundary != len(self.prompt_tokens):
-            raise _fail(f"boundary {self.boundary} != number of prompt tokens "
-                        f"{len(self.prompt_tokens)}")  # fmt: skip
+            raise _fail(
+                f"boundary {self.boundary} != number of prompt tokens {len(self.prompt_tokens)}"
+            )
         dims = self.candidate_dims
         if (
             not isinstance(dims, list)
@@ -194,8 +161,9 @@ class ProjectionRecord:
         self.dim_values = _layer_map("dim_values", self.dim_values)
         layers = set(self.norms)
         if set(self.dim_values) != layers:
-            raise _fail(f"dim_values layers {sorted(self.dim_values)} != norms layers "
-                        f"{sorted(layers)}")  # fmt: skip
+            raise _fail(
+                f"dim_values layers {sorted(self.dim_values)} != norms layers {sorted(layers)}"
+            )
         for layer in layers:
             _array(f"norms[{layer}]", self.norms[layer], (n,))
             _array(f"dim_values[{layer}]", self.dim_values[layer], (n, len(dims)))
@@ -256,12 +224,13 @@ class ProjectionRecord:
     def cleaned(self, trait: str, layer: int, option: str) -> tuple[np.ndarray, np.ndarray]:
         """``(projections, norms)`` with the option's massive dims removed (float64 ``[tokens]``).
 
-        ``option`` is one of :data:`trait_lab.dynamics.cleaning.CLEAN_OPTIONS`; the dims come
+        ``option`` is a key of :data:`trait_lab.dynamics.cleaning.CLEAN_OPTIONS` (``"none"``,
+        ``"top5"`` or ``"all"``; a UI label raises a ``ValueError``); the dims come
         from the record's own calibration summary via
         :func:`~trait_lab.dynamics.cleaning.dims_to_clean`.
 
         Example:
-            >>> s, n = rec.cleaned("optimism", 9, "Top 5, 3+ layers")  # doctest: +SKIP
+            >>> s, n = rec.cleaned("optimism", 9, "top5")  # doctest: +SKIP
             >>> cosine = s / n  # doctest: +SKIP
         """
         scores, norms = self.raw(trait, layer)
@@ -316,14 +285,7 @@ def load_record(path: str | os.PathLike[str]) -> ProjectionRecord:
         data = json.loads(source.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{source}: not valid JSON ({exc}); delete it and re-run") from exc
-    if not isinstance(data, dict):
-        raise RecordError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RecordError(
-            f"{source}: schema_version {version!r}, this trait_lab reads {SCHEMA_VERSION}; "
-            "delete the file and re-run inference, or read it with the trait_lab that wrote it"
-        )
+    data = PROJECTION_SCHEMA.check(data, source)
     missing = [k for k in _KEYS if k not in data]
     unknown = sorted(set(data) - set(_KEYS))
     if missing or unknown:

@@ -22,9 +22,13 @@ from trait_lab.extraction.outputs import (
 )
 from trait_lab.extraction.pipeline import (
     METRICS_LOG,
-    ExtractionSettings,
     extract_trait,
     run_extraction,
+)
+from trait_lab.extraction.plan import (
+    ExtractionPlan,
+    ExtractionSettings,
+    plan_extraction,
 )
 from trait_lab.extraction.rfm import (
     DEFAULT_BANDWIDTHS,
@@ -38,6 +42,7 @@ __all__ = [
     "METRICS_LOG",
     "RFM",
     "ExtractionMethod",
+    "ExtractionPlan",
     "ExtractionSettings",
     "ExtractionSummary",
     "Gradient",
@@ -49,6 +54,7 @@ __all__ = [
     "extraction_dir",
     "get_method",
     "ledoit_wolf_shrinkage",
+    "plan_extraction",
     "rfm_direction",
     "run_extraction",
     "vector_path",

@@ -1,6 +1,7 @@
-"""Where an extraction's outputs live, and reading them back: ``ExtractionSummary``.
+"""Reading an extraction's outputs back: ``ExtractionSummary``.
 
-The folder layout is described in ``trait_lab.extraction.pipeline``.
+The files are described in :mod:`trait_lab.extraction.pipeline`; their paths come from
+:mod:`trait_lab.core.paths` (``extraction_dir`` and ``vector_path`` are re-exported here).
 
 Example:
     >>> vector_path(Path("out"), "residual", "probe", 12).as_posix()
@@ -17,9 +18,11 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from trait_lab.core.experiments import experiments_root
+from trait_lab.core.paths import activations_path, extraction_dir, vector_path
 from trait_lab.io.vectors import load_vector
 from trait_lab.math.linalg import batch_cosine_similarity
+
+__all__ = ["INPUTS", "ExtractionSummary", "extraction_dir", "vector_path"]
 
 INPUTS = "inputs.json"
 
@@ -71,21 +74,10 @@ class ExtractionSummary:
 
         inputs = json.loads((self.out_dir / INPUTS).read_text())
         layers = inputs["settings"]["layers"] or list(range(inputs["model"]["n_layers"]))
-        acts = load_file(str(self.out_dir / "activations" / f"{component}.safetensors"))
+        acts = load_file(str(activations_path(self.out_dir, component)))
         val = torch.tensor([inputs["pair_ids"].index(pid) for pid in inputs["split"]["val"]])
         vector = load_vector(self.vector_path(method, layer, component))
         assert isinstance(vector, torch.Tensor)
         li = list(layers).index(layer)
         pos, neg = acts["pos"][val, li].float(), acts["neg"][val, li].float()
         return batch_cosine_similarity(pos, vector), batch_cosine_similarity(neg, vector)
-
-
-def vector_path(out_dir: Path, component: str, method: str, layer: int) -> Path:
-    """Where one vector lives inside an extraction folder."""
-    return out_dir / "vectors" / component / method / f"layer_{layer}.safetensors"
-
-
-def extraction_dir(experiment: str, trait: str, variant: str, root: str | None = None) -> Path:
-    """``<experiments>/<experiment>/extraction/<trait>/<variant>``."""
-
-    return experiments_root(root) / experiment / "extraction" / trait / variant

@@ -13,8 +13,14 @@ polarity, on cosine scores) and writes, under
 * ``metrics.jsonl`` — one row per (component, method, layer), appended as each finishes;
 * ``metrics.csv``, ``metadata.json`` (``ActivationMetadata``) — written at the end.
 
-Every file is written atomically and the metrics log is append-only, so a killed run resumes
-where it stopped, and re-running with the same inputs does nothing.
+Paths come from :mod:`trait_lab.core.paths`. Every file is written atomically and the metrics
+log is append-only; a :class:`~trait_lab.core.runs.ResumableRun` skips every vector whose
+metrics row is logged and whose file loads, so a killed run resumes where it stopped, a
+damaged file is recomputed (with a logged warning), and re-running with the same inputs does
+nothing. The steps: :func:`~trait_lab.extraction.plan.plan_extraction` checks the settings,
+``_claim`` checks ``inputs.json`` against them, ``_activations`` captures (or reloads) each
+component, ``_extract_one`` computes, scores and saves one vector, ``_finish`` writes the
+tables.
 
 Example:
     >>> summary = run_extraction("default", "optimism", methods=["mean_diff"])  # doctest: +SKIP
@@ -23,78 +29,53 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from trait_lab.activations.capture import capture_at_position
 from trait_lab.core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from trait_lab.core.experiments import load_experiment_config
+from trait_lab.core.paths import activations_dir, activations_path, vectors_dir
+from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ActivationMetadata, save_json
-from trait_lab.extraction.methods import METHODS, get_method
+from trait_lab.extraction.methods import get_method
 from trait_lab.extraction.outputs import INPUTS, ExtractionSummary, extraction_dir, vector_path
+from trait_lab.extraction.plan import ExtractionPlan, ExtractionSettings, plan_extraction
 from trait_lab.generation.backends import GenerationConfig, LocalBackend
-from trait_lab.io.vectors import save_vector
+from trait_lab.io.vectors import load_vector, save_vector
 from trait_lab.math.linalg import batch_cosine_similarity
 from trait_lab.math.metrics import accuracy, effect_size, polarity_correct
-from trait_lab.models.identity import model_identity
 from trait_lab.models.loading import load_model
 from trait_lab.traits.dataset import TraitDataset, load_trait
 from trait_lab.traits.format import Pole
+
+__all__ = ["METRICS_LOG", "ExtractionSettings", "extract_trait", "run_extraction"]
 
 logger = logging.getLogger("trait_lab.extraction.pipeline")
 
 METRICS_LOG = "metrics.jsonl"
 _FP16_MAX = 60000.0
+#: what loading a damaged output raises: the unit is recomputed
+_UNUSABLE = (OSError, ValueError, SafetensorError)
+
+_Job = tuple[str, str, int]  # (component, method, layer)
+_Capture = Callable[[Pole, str], torch.Tensor]
+_POLES: tuple[Pole, Pole] = ("positive", "negative")
 
 
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """What an extraction run does; part of the inputs hash."""
-
-    methods: tuple[str, ...] = METHODS
-    components: tuple[str, ...] = ("residual",)
-    layers: tuple[int, ...] | None = None
-    position: str | None = None
-    val_fraction: float = 0.2
-    seed: int = 0
-    batch_size: int = 8
-    generate_responses: bool = False
-    max_new_tokens: int = 32
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"unknown methods {unknown or '[]'}; choose from {', '.join(METHODS)}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-
-
-def _hash_inputs(trait: TraitDataset, settings: ExtractionSettings, model_id: dict) -> str:
-    content = {
-        "kind": trait.kind,
-        "position": trait.recommended_position,
-        "pairs": [asdict(p) for p in trait.pairs],
-    }
-    payload = json.dumps(
-        {"trait": content, "settings": asdict(settings), "model": model_id}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _read_log(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+def _read_log(path: Path) -> dict[_Job, dict[str, Any]]:
+    rows: dict[_Job, dict[str, Any]] = {}
     if not path.exists():
         return rows
     lines = path.read_text().splitlines()
@@ -127,13 +108,24 @@ def _storage(t: torch.Tensor) -> torch.Tensor:
 
 
 def _activations(
-    out_dir: Path, component: str, capture: Callable[[Pole, str], torch.Tensor]
+    out: Path, plan: ExtractionPlan, component: str, capture: _Capture, run: ResumableRun
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pos``/``neg`` ``[pairs, layers, hidden]`` of one component: reloaded, or captured."""
+    shape = (len(plan.dataset.pairs), len(plan.layers))
 
-    path = out_dir / "activations" / f"{component}.safetensors"
-    if path.exists():
+    def load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         stored = load_file(str(path))
-        return stored["pos"], stored["neg"]
+        pos, neg = stored.get("pos"), stored.get("neg")
+        if pos is None or neg is None or pos.shape[:2] != shape or neg.shape != pos.shape:
+            raise ValueError(
+                f"{path} does not hold pos/neg activations of {shape[0]} pairs x {shape[1]} layers"
+            )
+        return pos, neg
+
+    path = activations_path(out, component)
+    stored = run.load(path, load)
+    if stored is not None:
+        return stored
     pos = _storage(capture("positive", component))
     neg = _storage(capture("negative", component))
     atomic_write(path, lambda tmp: save_file({"pos": pos, "neg": neg}, str(tmp)))
@@ -141,21 +133,28 @@ def _activations(
 
 
 def _generated(
-    out: Path, model: Any, tokenizer: Any, dataset: TraitDataset, settings: ExtractionSettings
+    out: Path, model: Any, tokenizer: Any, plan: ExtractionPlan, run: ResumableRun
 ) -> dict[Pole, list[str]] | None:
     """Responses generated under each pole's system prompt, cached in ``responses.json``."""
+    settings, dataset = plan.settings, plan.dataset
     if not settings.generate_responses:
         return None
     path = out / "responses.json"
-    if path.exists():
-        return json.loads(path.read_text())
 
+    def load(p: Path) -> dict[Pole, list[str]]:
+        cached = json.loads(p.read_text())
+        if not all(len(cached.get(pole, ())) == len(dataset.pairs) for pole in _POLES):
+            raise ValueError(f"{p} does not hold {len(dataset.pairs)} responses per pole")
+        return cached
+
+    cached = run.load(path, load)
+    if cached is not None:
+        return cached
     backend = LocalBackend.from_model(model, tokenizer)
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
     )
-    poles: tuple[Pole, Pole] = ("positive", "negative")
-    responses = {pole: backend.generate(dataset.prompts(pole), config) for pole in poles}
+    responses = {pole: backend.generate(dataset.prompts(pole), config) for pole in _POLES}
     for pole, texts in responses.items():
         empty = [dataset.pairs[i].id for i, text in enumerate(texts) if not text.strip()]
         if empty:
@@ -165,6 +164,31 @@ def _generated(
             )
     atomic_write_json(path, responses)
     return responses
+
+
+def _capturer(
+    model: Any, tokenizer: Any, plan: ExtractionPlan, generated: dict[Pole, list[str]] | None
+) -> _Capture:
+    """``capture(pole, component)``: ``[pairs, layers, hidden]`` mean-pooled at the position."""
+    dataset = plan.dataset
+
+    def capture(pole: Pole, component: str) -> torch.Tensor:
+        responses = generated[pole] if generated else dataset.responses(pole)
+        acts = capture_at_position(
+            model,
+            tokenizer,
+            dataset.prompts(pole),
+            list(plan.layers),
+            plan.position,
+            pool="mean",
+            responses=responses,
+            component=component,
+            batch_size=plan.settings.batch_size,
+        )
+        assert isinstance(acts, torch.Tensor)
+        return acts if acts.dim() == 3 else acts.unsqueeze(1)
+
+    return capture
 
 
 def _score(vector: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, Any]:
@@ -177,6 +201,53 @@ def _score(vector: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[s
     }
 
 
+def _extract_one(
+    out: Path,
+    plan: ExtractionPlan,
+    job: _Job,
+    acts: tuple[torch.Tensor, torch.Tensor],
+    run: ResumableRun,
+) -> dict[str, Any]:
+    """Extract, score and save one vector, append its metrics row, and return the row."""
+    component, method_name, layer = job
+    li = plan.layers.index(layer)
+    pos, neg = acts[0][:, li].float(), acts[1][:, li].float()
+    train, val = torch.tensor(plan.train), torch.tensor(plan.val)
+    # a different random direction per layer, so the baseline averages to chance
+    seed = plan.settings.seed * 1000 + layer
+    options = {"seed": seed} if method_name == "random_baseline" else {}
+    result = get_method(method_name).extract(pos[train], neg[train], **options)
+    scores = _score(result.vector, pos[val], neg[val])
+    train_scores = _score(result.vector, pos[train], neg[train])
+
+    def save(path: Path) -> None:
+        save_vector(
+            result.vector,
+            path,
+            trait=plan.dataset.name,
+            method=method_name,
+            layer=layer,
+            component=component,
+            position=plan.position,
+        )
+
+    run.save(vector_path(out, *job), save)
+    row = {
+        "component": component,
+        "method": method_name,
+        "layer": layer,
+        "val_accuracy": scores["accuracy"],
+        "val_effect_size": scores["effect_size"],
+        "val_polarity_correct": scores["polarity_correct"],
+        "train_accuracy": train_scores["accuracy"],
+        "n_train": len(train),
+        "n_val": len(val),
+        "diagnostics": result.diagnostics,
+    }
+    _append(out / METRICS_LOG, row)
+    return row
+
+
 def extract_trait(
     model: Any,
     tokenizer: Any,
@@ -187,182 +258,77 @@ def extract_trait(
     overwrite: bool = False,
     progress: bool = False,
 ) -> ExtractionSummary:
-    """Run (or resume) extraction of one trait into ``out_dir``; see the module docstring."""
-    settings = settings or ExtractionSettings()
+    """Run (or resume) extraction of one trait into ``out_dir``; see the module docstring.
+
+    Example:
+        >>> summary = extract_trait(model, tokenizer, "optimism", "out")  # doctest: +SKIP
+        >>> summary.best("probe")["layer"]  # doctest: +SKIP
+    """
     dataset = trait if isinstance(trait, TraitDataset) else load_trait(trait)
+    plan = plan_extraction(model, dataset, settings or ExtractionSettings())
     out = Path(out_dir)
-    digest = _hash_inputs(dataset, settings, model_identity(model))
-    inputs_path = out / INPUTS
-    if inputs_path.exists():
-        previous = json.loads(inputs_path.read_text()).get("hash")
-        if previous != digest and not overwrite:
+    _claim(out, plan, overwrite)
+    run = ResumableRun(f"extraction of {dataset.name}", errors=_UNUSABLE)
+    capture = _capturer(model, tokenizer, plan, _generated(out, model, tokenizer, plan, run))
+    rows = _read_log(out / METRICS_LOG)
+    # a vector is done when its metrics row is logged AND its file loads
+    todo = run.pending(
+        plan.jobs, lambda job: job in rows and run.done(vector_path(out, *job), load_vector)
+    )
+    desc = f"extracting {dataset.name}"
+    with tqdm(total=len(plan.jobs), initial=run.skipped, desc=desc, disable=not progress) as bar:
+        for component in plan.settings.components:
+            acts = _activations(out, plan, component, capture, run)
+            for job in (job for job in todo if job[0] == component):
+                rows[job] = _extract_one(out, plan, job, acts, run)
+                bar.update()
+    return _finish(out, model, plan, rows, run)
+
+
+def _claim(out: Path, plan: ExtractionPlan, overwrite: bool) -> None:
+    """Make ``out`` hold this plan's outputs: refuse (or, with ``overwrite``, clear) others."""
+    inputs = plan.inputs()
+    path = out / INPUTS
+    if path.exists():
+        previous = json.loads(path.read_text()).get("hash")
+        if previous != inputs["hash"] and not overwrite:
             raise ValueError(
                 f"{out} holds outputs made from different inputs (trait data, settings or "
                 "model changed). Pass overwrite=True (--overwrite on the command line) to "
                 "replace them, or choose another experiment/variant folder."
             )
-        if previous != digest:
-            _clear(out)
+        if previous != inputs["hash"]:
+            for folder in (activations_dir(out), vectors_dir(out)):
+                shutil.rmtree(folder, ignore_errors=True)
+            for name in (METRICS_LOG, "metrics.csv", "metadata.json"):
+                (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    n_layers = int(model.config.num_hidden_layers)
-    layers = list(range(n_layers)) if settings.layers is None else list(settings.layers)
-    if settings.generate_responses and dataset.kind != "system_prompt":
-        raise ValueError(
-            f"generate_responses=True needs a system_prompt trait; {dataset.name!r} is a "
-            f"{dataset.kind!r} trait whose pairs already carry their responses"
-        )
-    default_position = "response[:]" if settings.generate_responses else None
-    position = settings.position or default_position or dataset.recommended_position
-    train_pairs, val_pairs = dataset.split(settings.val_fraction, settings.seed)
-    if len(val_pairs) < 2:
-        raise ValueError(
-            f"trait {dataset.name!r} has {len(dataset.pairs)} pairs, so val_fraction="
-            f"{settings.val_fraction} holds out {len(val_pairs)}; effect sizes need at least 2 "
-            "validation pairs. Add pairs (20 or more is a good start) or raise val_fraction."
-        )
-    for name in settings.methods:
-        needed = get_method(name).min_per_class
-        if len(train_pairs) < needed:
-            raise ValueError(
-                f"method {name!r} needs at least {needed} training pairs, but trait "
-                f"{dataset.name!r} leaves {len(train_pairs)} for training; add pairs or drop "
-                "the method"
-            )
-    atomic_write_json(
-        inputs_path,
-        {
-            "hash": digest,
-            "trait": dataset.name,
-            "settings": asdict(settings),
-            "position": position,
-            "model": model_identity(model),
-            "pair_ids": [p.id for p in dataset.pairs],
-            "split": {"train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs]},
-        },
-    )
-    index = {pair.id: i for i, pair in enumerate(dataset.pairs)}
-    train = torch.tensor([index[p.id] for p in train_pairs])
-    val = torch.tensor([index[p.id] for p in val_pairs])
+    atomic_write_json(path, inputs)
 
-    generated = _generated(out, model, tokenizer, dataset, settings)
 
-    def capture(pole: Pole, component: str) -> torch.Tensor:
-        responses = generated[pole] if generated else dataset.responses(pole)
-        acts = capture_at_position(
-            model,
-            tokenizer,
-            dataset.prompts(pole),
-            layers,
-            position,
-            pool="mean",
-            responses=responses,
-            component=component,
-            batch_size=settings.batch_size,
-        )
-        assert isinstance(acts, torch.Tensor)
-        return acts if acts.dim() == 3 else acts.unsqueeze(1)
-
-    done = _read_log(out / METRICS_LOG)
-    summary = ExtractionSummary(out, pd.DataFrame())
-    jobs = [
-        (c, m, layer) for c in settings.components for m in settings.methods for layer in layers
-    ]
-    bar = _progress(len(jobs), progress, f"extracting {dataset.name}")
-    for component in settings.components:
-        pos_all, neg_all = _activations(out, component, capture)
-        for method_name in settings.methods:
-            method = get_method(method_name)
-            for li, layer in enumerate(layers):
-                key = (component, method_name, layer)
-                path = vector_path(out, component, method_name, layer)
-                if key in done and path.exists():
-                    summary.skipped += 1
-                    bar(1)
-                    continue
-                pos, neg = pos_all[:, li].float(), neg_all[:, li].float()
-                # a different random direction per layer, so the baseline averages to chance
-                options = (
-                    {"seed": settings.seed * 1000 + layer}
-                    if method_name == "random_baseline"
-                    else {}
-                )
-                result = method.extract(pos[train], neg[train], **options)
-                scores = _score(result.vector, pos[val], neg[val])
-                train_scores = _score(result.vector, pos[train], neg[train])
-                save_vector(
-                    result.vector,
-                    path,
-                    trait=dataset.name,
-                    method=method_name,
-                    layer=layer,
-                    component=component,
-                    position=position,
-                )
-                row = {
-                    "component": component,
-                    "method": method_name,
-                    "layer": layer,
-                    "val_accuracy": scores["accuracy"],
-                    "val_effect_size": scores["effect_size"],
-                    "val_polarity_correct": scores["polarity_correct"],
-                    "train_accuracy": train_scores["accuracy"],
-                    "n_train": len(train),
-                    "n_val": len(val),
-                    "diagnostics": result.diagnostics,
-                }
-                _append(out / METRICS_LOG, row)
-                done[key] = row
-                summary.computed += 1
-                bar(1)
-    rows = [done[(c, m, layer)] for c, m, layer in jobs]
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "diagnostics"} for r in rows])
+def _finish(
+    out: Path, model: Any, plan: ExtractionPlan, rows: dict[_Job, dict[str, Any]], run: ResumableRun
+) -> ExtractionSummary:
+    """Write ``metrics.csv`` and ``metadata.json``; the summary of the run."""
+    done = [rows[job] for job in plan.jobs]
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "diagnostics"} for r in done])
     atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
-    _write_metadata(out, model, layers, settings, position, len(dataset.pairs))
-    summary.metrics = table
-    return summary
-
-
-def _write_metadata(
-    out: Path,
-    model: Any,
-    layers: Sequence[int],
-    settings: ExtractionSettings,
-    position: str,
-    n_pairs: int,
-) -> None:
-
-    path = out / "activations" / f"{settings.components[0]}.safetensors"
-    stored = load_file(str(path))
+    stored = load_file(str(activations_path(out, plan.settings.components[0])))
     both = torch.cat([stored["pos"], stored["neg"]]).float()
-    norms = {layer: float(both[:, i].norm(dim=-1).mean()) for i, layer in enumerate(layers)}
+    norms = {layer: float(both[:, i].norm(dim=-1).mean()) for i, layer in enumerate(plan.layers)}
     meta = ActivationMetadata(
-        model=model_identity(model)["name_or_path"] or model_identity(model)["model_type"],
+        model=plan.model_id["name_or_path"] or plan.model_id["model_type"],
         n_layers=int(model.config.num_hidden_layers),
         hidden_dim=int(model.config.hidden_size),
-        captured_layers=tuple(layers),
-        components=tuple(settings.components),
-        position=position,
-        n_samples=2 * n_pairs,
+        captured_layers=plan.layers,
+        components=tuple(plan.settings.components),
+        position=plan.position,
+        n_samples=2 * len(plan.dataset.pairs),
         activation_norms=norms,
         dtype=str(stored["pos"].dtype).replace("torch.", ""),
     )
     save_json(meta, out / "metadata.json")
-
-
-def _clear(out: Path) -> None:
-
-    for name in ("activations", "vectors"):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in (METRICS_LOG, "metrics.csv", "metadata.json"):
-        (out / name).unlink(missing_ok=True)
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Callable[[int], None]:
-    if not enabled:
-        return lambda n: None
-
-    bar = tqdm(total=total, desc=desc)
-    return lambda n: bar.update(n)
+    return ExtractionSummary(out, table, computed=run.computed, skipped=run.skipped)
 
 
 def run_extraction(

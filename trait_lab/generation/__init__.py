@@ -10,11 +10,11 @@ from trait_lab.generation.backends import (
 )
 from trait_lab.generation.configs import (
     STEERING_MODES,
-    Activations,
     CaptureConfig,
     CaptureSpec,
     GenerationConfig,
     GenerationResult,
+    LayerActivations,
     ProjectionSpec,
     SamplingConfig,
     SteeringConfig,
@@ -38,7 +38,6 @@ from trait_lab.generation.vllm import (
 
 __all__ = [
     "STEERING_MODES",
-    "Activations",
     "Backend",
     "CaptureConfig",
     "CaptureResult",
@@ -46,6 +45,7 @@ __all__ = [
     "GenerationConfig",
     "GenerationResult",
     "HookedGenerator",
+    "LayerActivations",
     "LocalBackend",
     "ProjectionSpec",
     "SamplingConfig",

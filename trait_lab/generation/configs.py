@@ -18,7 +18,9 @@ import torch
 from trait_lab.hooks.edits import MODES, Mode
 from trait_lab.models.architectures import COMPONENTS
 
-Activations = dict[int, dict[str, torch.Tensor]]
+LayerActivations = dict[int, dict[str, torch.Tensor]]
+"""Captured activations by layer, then component: ``acts[layer][component]`` is a tensor."""
+
 SteeringMode = Mode  # the edits are defined once, in trait_lab.hooks.edits
 STEERING_MODES: tuple[str, ...] = MODES
 
@@ -200,10 +202,10 @@ class StreamEvent:
     token_ids: list[int | None]
     finished: list[bool]
     scored_index: int | None = None
-    activations: Activations | None = None
+    activations: LayerActivations | None = None
     projections: dict[int, torch.Tensor] | None = None
     norms: dict[int, torch.Tensor] | None = None
-    prompt_activations: Activations | None = None
+    prompt_activations: LayerActivations | None = None
     prompt_projections: dict[int, torch.Tensor] | None = None
     prompt_norms: dict[int, torch.Tensor] | None = None
 
@@ -224,10 +226,10 @@ class GenerationResult:
     prompt_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     finish_reason: Literal["eos", "length", "cancelled"] = "length"
-    activations: Activations = field(default_factory=dict)
+    activations: LayerActivations = field(default_factory=dict)
     projections: dict[int, torch.Tensor] = field(default_factory=dict)
     norms: dict[int, torch.Tensor] = field(default_factory=dict)
-    prompt_activations: Activations = field(default_factory=dict)
+    prompt_activations: LayerActivations = field(default_factory=dict)
     prompt_projections: dict[int, torch.Tensor] = field(default_factory=dict)
     prompt_norms: dict[int, torch.Tensor] = field(default_factory=dict)
     _pad: int = 0

@@ -36,6 +36,7 @@ from trait_lab.generation.configs import (
     StreamEvent,
 )
 from trait_lab.generation.step_hooks import StepHooks
+from trait_lab.models import tokens
 from trait_lab.models.architectures import COMPONENTS, n_layers
 from trait_lab.models.kv_cache import cache_keyword, output_cache
 
@@ -67,16 +68,6 @@ def _eos_ids(model: nn.Module, eos_token_id: int | Sequence[int] | None) -> list
     if eos_token_id is None:
         return []
     return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
-
-
-def _pad_id(model: nn.Module, pad_token_id: int | None, eos: list[int]) -> int:
-    if pad_token_id is not None:
-        return int(pad_token_id)
-    for config in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        value = getattr(config, "pad_token_id", None)
-        if isinstance(value, int):
-            return value
-    return eos[0] if eos else 0
 
 
 class HookedGenerator:
@@ -159,7 +150,7 @@ class HookedGenerator:
         batch, prompt_len = ids.shape
         sampling = sampling or SamplingConfig()
         eos = _eos_ids(self.model, eos_token_id)
-        pad = _pad_id(self.model, pad_token_id, eos)
+        pad = tokens.pad_token_id(model=self.model, explicit=pad_token_id, eos=eos)
         state = _State(prompt_len=prompt_len)
         hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
         rng = sampling.generator(self.device)

@@ -14,7 +14,8 @@ from trait_lab.io.load import (
     load_activations,
 )
 from trait_lab.io.shards import (
-    MANIFEST,
+    SHARD_MANIFEST,
+    SHARD_SCHEMA,
     ActivationReader,
     ActivationWriter,
     update_digest,
@@ -25,7 +26,8 @@ from trait_lab.io.vectors import (
 )
 
 __all__ = [
-    "MANIFEST",
+    "SHARD_MANIFEST",
+    "SHARD_SCHEMA",
     "SUFFIXES",
     "ActivationReader",
     "ActivationWriter",

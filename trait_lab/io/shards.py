@@ -27,11 +27,28 @@ from typing import Any
 import torch
 
 from trait_lab.core.atomic import TEMP_GLOB, atomic_write_text
+from trait_lab.core.schema import Schema
 from trait_lab.io.activations import Loaded, cpu_copy, load_activation_file, save_activations
 
-__all__ = ["MANIFEST", "ActivationReader", "ActivationWriter", "update_digest"]
+__all__ = [
+    "SHARD_MANIFEST",
+    "SHARD_SCHEMA",
+    "ActivationReader",
+    "ActivationWriter",
+    "update_digest",
+]
 
-MANIFEST = "manifest.json"
+SHARD_MANIFEST = "manifest.json"
+"""The file in a shard folder that lists its complete shards (not the model cache's manifest)."""
+
+SHARD_SCHEMA = Schema(
+    "trait_lab.activations",
+    1,
+    kind_key="format",
+    version_key="version",
+    remake="extract again into a new folder",
+)
+"""The shard manifest's format: ``{"format": "trait_lab.activations", "version": 1, ...}``."""
 
 
 def update_digest(h: Any, inputs: Iterable[torch.Tensor]) -> None:
@@ -77,9 +94,9 @@ class ActivationWriter:
         self.shard_size = shard_size
         self.directory.mkdir(parents=True, exist_ok=True)
         meta = json.loads(json.dumps(dict(meta or {})))  # normalise (tuples -> lists) for compare
-        manifest_path = self.directory / MANIFEST
+        manifest_path = self.directory / SHARD_MANIFEST
         if manifest_path.exists():
-            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+            self.manifest = SHARD_SCHEMA.check(json.loads(manifest_path.read_text()), manifest_path)
             stored = self.manifest.get("meta", {})
             if stored != meta:
                 diff = sorted(k for k in set(stored) | set(meta) if stored.get(k) != meta.get(k))
@@ -91,14 +108,9 @@ class ActivationWriter:
             for tmp in self.directory.glob(TEMP_GLOB):  # interrupted shard or manifest writes
                 tmp.unlink(missing_ok=True)
         else:
-            self.manifest = {
-                "format": "trait_lab.activations",
-                "version": 1,
-                "meta": meta,
-                "layers": {},
-                "num_samples": 0,
-                "shards": [],
-            }
+            self.manifest = SHARD_SCHEMA.stamp(
+                {"meta": meta, "layers": {}, "num_samples": 0, "shards": []}
+            )
         self._buffer: dict[str, list[Any]] = {}
         self._pending = 0
         self._digest: Any = hashlib.sha256()
@@ -188,7 +200,7 @@ class ActivationWriter:
             }
         )
         self.manifest["num_samples"] = self.num_samples + self._pending
-        atomic_write_text(self.directory / MANIFEST, json.dumps(self.manifest, indent=1))
+        atomic_write_text(self.directory / SHARD_MANIFEST, json.dumps(self.manifest, indent=1))
         self._buffer, self._pending, self._hashed = {}, 0, 0
         self._digest = hashlib.sha256()
 
@@ -214,13 +226,13 @@ class ActivationReader:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        path = self.directory / MANIFEST
+        path = self.directory / SHARD_MANIFEST
         if not path.is_file():
             raise FileNotFoundError(
-                f"no {MANIFEST} in {str(self.directory)!r}: not a folder "
+                f"no {SHARD_MANIFEST} in {str(self.directory)!r}: not a folder "
                 "written by ActivationWriter / extract_representations"
             )
-        self.manifest: dict[str, Any] = json.loads(path.read_text())
+        self.manifest = SHARD_SCHEMA.check(json.loads(path.read_text()), path)
 
     @property
     def layers(self) -> list[str]:

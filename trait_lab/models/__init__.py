@@ -26,10 +26,8 @@ from trait_lab.models.cache import (
     DEFAULT_GGUF_SHA256,
     ChecksumError,
     ModelNotFoundError,
-    align_special_tokens,
     cache_entries,
     cache_root,
-    convert_gguf,
     convert_into_cache,
     converter_tag,
     default_slug,
@@ -42,6 +40,10 @@ from trait_lab.models.cache import (
     locate_default_gguf,
     slug_for,
     verify_sha256,
+)
+from trait_lab.models.conversion import (
+    align_special_tokens,
+    convert_gguf,
 )
 from trait_lab.models.identity import (
     model_identity,
@@ -64,11 +66,14 @@ from trait_lab.models.loading import (
 )
 from trait_lab.models.manifest import (
     MANIFEST,
-    MANIFEST_FORMAT,
+    MODEL_MANIFEST_SCHEMA,
     READ_CHUNK,
     cache_problem,
     sha256_file,
     write_manifest,
+)
+from trait_lab.models.tokens import (
+    pad_token_id,
 )
 
 __all__ = [
@@ -82,7 +87,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "INPUT_SUFFIX",
     "MANIFEST",
-    "MANIFEST_FORMAT",
+    "MODEL_MANIFEST_SCHEMA",
     "READ_CHUNK",
     "BlockLayout",
     "CachePositionError",
@@ -120,6 +125,7 @@ __all__ = [
     "model_type",
     "n_layers",
     "output_cache",
+    "pad_token_id",
     "resolve_layers",
     "sha256_file",
     "slug_for",

@@ -40,12 +40,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
 import transformers
 from filelock import FileLock, Timeout
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trait_lab.core.atomic import atomic_write
+from trait_lab.models.conversion import convert_gguf
 from trait_lab.models.manifest import (
     MANIFEST,
     READ_CHUNK,
@@ -53,7 +52,6 @@ from trait_lab.models.manifest import (
     sha256_file,
     write_manifest,
 )
-from trait_lab.models.manifest import MANIFEST_FORMAT as MANIFEST_FORMAT
 
 logger = logging.getLogger("trait_lab.models.loading")
 
@@ -154,68 +152,6 @@ def _locked(root: Path, slug: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def convert_gguf(gguf: Path, out_dir: Path) -> None:
-    """De-quantise a GGUF file to fp32 with transformers and save model + tokenizer to out_dir."""
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
-        )
-        tokenizer = AutoTokenizer.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, local_files_only=True
-        )
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise ValueError(
-            f"transformers {transformers.__version__} could not convert the GGUF file {gguf}: "
-            f"{exc}. transformers reads GGUF only for some architectures and quantisations; "
-            "convert it elsewhere and pass the Hugging Face folder, or use load_model() for "
-            "the embedded default model."
-        ) from exc
-    # A GGUF-quantised model refuses save_pretrained; the weights are already plain fp32.
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tokenizer.init_kwargs.pop("local_files_only", None)  # else saved into tokenizer_config
-    align_special_tokens(tokenizer, model.config)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
-def align_special_tokens(tokenizer: Any, config: Any) -> dict[str, tuple[int | None, int]]:
-    """Make the tokenizer's BOS/EOS/PAD tokens the ones the GGUF metadata names; return changes.
-
-    The model config of a GGUF carries ``tokenizer.ggml.{bos,eos,padding}_token_id``; some
-    transformers releases build the tokenizer with other special tokens (4.57 gives SmolLM2 EOS
-    ``<|im_start|>`` and no PAD, while the metadata says ``<|im_end|>`` for both), so generation
-    would stop on the wrong token and padding would use the wrong id. Returns
-    ``{name: (old_id, new_id)}`` for every token it changed.
-
-    Example:
-        >>> align_special_tokens(tokenizer, model.config)  # doctest: +SKIP
-        {'eos': (1, 2), 'pad': (None, 2)}
-    """
-    changed: dict[str, tuple[int | None, int]] = {}
-    for name in ("bos", "eos", "pad"):
-        wanted = getattr(config, f"{name}_token_id", None)
-        if (
-            not isinstance(wanted, int)
-            or isinstance(wanted, bool)
-            or not 0 <= wanted < len(tokenizer)
-        ):
-            continue
-        current = getattr(tokenizer, f"{name}_token_id")
-        if current != wanted:
-            setattr(tokenizer, f"{name}_token", tokenizer.convert_ids_to_tokens(wanted))
-            changed[name] = (current, wanted)
-            logger.info(
-                "GGUF conversion: %s token id %s -> %s (from the GGUF metadata)",
-                name,
-                current,
-                wanted,
-            )
-    return changed
 
 
 def _remove_stale(models_dir: Path) -> None:

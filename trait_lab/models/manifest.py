@@ -21,9 +21,22 @@ import transformers
 
 from trait_lab import __version__
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.schema import Schema
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
+MODEL_MANIFEST_SCHEMA = Schema(
+    "trait_lab.model_manifest",
+    2,
+    kind_key=None,
+    version_key="format",
+    remake="trait-lab model fetch (it converts the model again)",
+)
+"""The converted-model manifest's layout: its version sits under ``"format"``.
+
+Version 2: the tokenizer's special tokens and BOS flag follow the GGUF metadata (version-1
+copies made by transformers 4.57 added BOS and stopped on ``<|im_start|>``), so older copies are
+converted again.
+"""
 READ_CHUNK = 1 << 22
 """Bytes read at a time when hashing or copying large files."""
 
@@ -47,14 +60,15 @@ def write_manifest(folder: Path, source: dict[str, Any]) -> dict[str, Any]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
     }
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "source": source,
-        "files": files,
-        "trait_lab_version": __version__,
-        "transformers_version": transformers.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    manifest = MODEL_MANIFEST_SCHEMA.stamp(
+        {
+            "source": source,
+            "files": files,
+            "trait_lab_version": __version__,
+            "transformers_version": transformers.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
     atomic_write_json(folder / MANIFEST, manifest, indent=2)
     return manifest
 
@@ -79,8 +93,8 @@ def cache_problem(folder: Path, source_sha256: str | None = None) -> str | None:
         return f"no {MANIFEST} (conversion never finished)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{MANIFEST} unreadable ({exc!r})"
-    if manifest.get("format") != MANIFEST_FORMAT:
-        return f"{MANIFEST} format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}"
+    if (problem := MODEL_MANIFEST_SCHEMA.problem(manifest, folder / MANIFEST)) is not None:
+        return problem
     if source_sha256 is not None and source_hash != source_sha256:
         return f"made from a source with sha256 {source_hash}, expected {source_sha256}"
     if "config.json" not in files or not any(n.endswith(".safetensors") for n in files):

@@ -27,7 +27,7 @@ from typing import Any
 
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from trait_lab.prompts.positions import Span, TurnSpan
+from trait_lab.prompts.offsets import Span, TurnSpan
 
 Message = Mapping[str, str]
 PromptLike = str | Sequence[Message]

@@ -11,7 +11,9 @@ third, ``system[:]`` the system message's tokens and ``turn[1]:prompt[-1]`` the 
 second user turn's prompt. A position is parsed once into a frozen :class:`Position`; ``str()``
 gives the canonical form, and :meth:`Position.resolve` turns it into absolute indices for one
 left-padded sample: with ``pad`` padding tokens, ``p`` prompt and ``r`` response tokens, the
-prompt frame covers ``pad .. pad+p-1`` and the response frame ``pad+p .. pad+p+r-1``.
+prompt frame covers ``pad .. pad+p-1`` and the response frame ``pad+p .. pad+p+r-1``. The
+grammar's parser is :mod:`trait_lab.prompts.position_syntax`; the token offsets a frame covers
+come from :mod:`trait_lab.prompts.offsets`.
 
 Example:
     >>> pos = Position.parse("prompt[-3:]")
@@ -23,44 +25,15 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-FRAMES: tuple[str, ...] = ("prompt", "response", "all", "system")
+from trait_lab.prompts.offsets import Span, TurnSpan, frame_range, row_padding
+from trait_lab.prompts.position_syntax import FRAMES, parse_position_text, unknown_frame_error
 
-GRAMMAR = (
-    "grammar: [turn[N]:]frame[slice] with frame one of prompt, response, all, system and slice "
-    "an index or start:stop[:step] as in Python; examples: 'prompt[-1]', 'prompt[-3:]', "
-    "'response[:]', 'all[:]', 'response[2:10:2]', 'turn[1]:prompt[-1]'"
-)
-
-_INT = re.compile(r"-?\d+")
-_WORD = re.compile(r"[A-Za-z_]\w*")
-
-
-@dataclass(frozen=True)
-class TurnSpan:
-    """One chat turn, as token offsets from the sample's first real (non-pad) token.
-
-    The turn's prompt is ``start .. prompt_end - 1`` (the user message and the assistant
-    header) and its response ``prompt_end .. end - 1`` (the assistant reply).
-    """
-
-    start: int
-    prompt_end: int
-    end: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.prompt_end <= self.end:
-            raise ValueError(f"a TurnSpan needs 0 <= start <= prompt_end <= end, got {self}")
-
-
-Span = tuple[int, int]
-"""A half-open ``(start, end)`` range of token offsets from the first real token."""
+__all__ = ["Position", "resolve_batch"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +57,7 @@ class Position:
 
     def __post_init__(self) -> None:
         if self.frame not in FRAMES:
-            raise ValueError(_unknown_frame(str(self.frame), str(self.frame)))
+            raise unknown_frame_error(str(self.frame), str(self.frame))
         for name in ("index", "start", "stop", "step", "turn"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -118,7 +91,8 @@ class Position:
             return text
         if not isinstance(text, str):
             raise TypeError(f"a position is a string such as 'prompt[-1]', got {text!r}")
-        return _Parser(text).position()
+        p = parse_position_text(text)
+        return cls(p.frame, p.index, p.start, p.stop, p.step, p.turn)
 
     @property
     def is_index(self) -> bool:
@@ -175,7 +149,17 @@ class Position:
             >>> Position.parse("all[::2]").resolve(pad=0, prompt_len=3, response_len=2).tolist()
             [0, 2, 4]
         """
-        frame = self._frame(pad, prompt_len, response_len, system, turns, sample)
+        frame = frame_range(
+            self.frame,
+            self.turn,
+            pad,
+            prompt_len,
+            response_len,
+            system=system,
+            turns=turns,
+            label=str(self),
+            sample=_name(sample),
+        )
         if self.index is not None:
             ok = -len(frame) <= self.index < len(frame)
             chosen = [frame[self.index]] if ok else []
@@ -193,49 +177,6 @@ class Position:
                 f"'{self.frame}[-1]'"
             )
         return torch.tensor(chosen, dtype=torch.long)
-
-    def _frame(
-        self,
-        pad: int,
-        prompt_len: int,
-        response_len: int,
-        system: Span | None,
-        turns: Sequence[TurnSpan] | None,
-        sample: int | None,
-    ) -> range:
-        """The absolute indices the frame covers, before the index or slice is applied."""
-        for name, value in (("pad", pad), ("prompt_len", prompt_len), ("response", response_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        total = prompt_len + response_len
-        if self.turn is None:
-            if self.frame != "system":
-                lo, hi = {"prompt": (0, prompt_len), "response": (prompt_len, total)}.get(
-                    self.frame, (0, total)
-                )
-                return range(pad + lo, pad + hi)
-            if system is None:
-                raise ValueError(
-                    f"position {str(self)!r} needs a system message, but sample "
-                    f"{_name(sample)} has none: pass system='...' (or a conversation whose "
-                    "first message has role 'system'), or use a 'prompt' position"
-                )
-            lo, hi = _check_span(system, total, "system span")
-            return range(pad + lo, pad + hi)
-        spans = list(turns) if turns is not None else [TurnSpan(0, prompt_len, total)]
-        n = len(spans)
-        if not -n <= self.turn < n:
-            raise ValueError(
-                f"position {str(self)!r}: turn[{self.turn}] is out of range, sample "
-                f"{_name(sample)} has {n} turn{'s' if n != 1 else ''} (turn[0]..turn[{n - 1}], "
-                "or negative from the end)"
-            )
-        t = spans[self.turn]
-        _check_span((t.start, t.end), total, f"turn[{self.turn}] span")
-        lo, hi = {"prompt": (t.start, t.prompt_end), "response": (t.prompt_end, t.end)}.get(
-            self.frame, (t.start, t.end)
-        )
-        return range(pad + lo, pad + hi)
 
 
 def resolve_batch(
@@ -276,26 +217,18 @@ def resolve_batch(
     for name, per_row in (("prompt_lens", prompt_lens), ("systems", systems), ("turns", turns)):
         if per_row is not None and len(per_row) != batch:
             raise ValueError(f"{name} has {len(per_row)} entries for a batch of {batch} rows")
-    real = mask.ne(0).long()
-    lengths = real.sum(dim=1).tolist()
     out = []
     for i in range(batch):
-        pad = seq - lengths[i]
-        if bool(real[i, pad:].eq(0).any()) or bool(real[i, :pad].ne(0).any()):
-            raise ValueError(
-                f"row {i} of attention_mask is not left-padded ({real[i].tolist()}): padding must "
-                "come first. Set tokenizer.padding_side = 'left' before tokenizing."
-            )
+        pad = row_padding(mask[i], i)
+        length = seq - pad
         p = int(prompt_lens[i])
-        if not 0 <= p <= lengths[i]:
-            raise ValueError(
-                f"prompt_lens[{i}] = {p}, but row {i} has only {lengths[i]} real tokens"
-            )
+        if not 0 <= p <= length:
+            raise ValueError(f"prompt_lens[{i}] = {p}, but row {i} has only {length} real tokens")
         out.append(
             pos.resolve(
                 pad,
                 p,
-                lengths[i] - p,
+                length - p,
                 system=systems[i] if systems is not None else None,
                 turns=turns[i] if turns is not None else None,
                 sample=first_sample + i,
@@ -313,112 +246,3 @@ def _opt(value: int | None) -> str:
 
 def _name(sample: int | None) -> str:
     return "?" if sample is None else str(sample)
-
-
-def _check_span(span: Span, total: int, what: str) -> Span:
-    lo, hi = span
-    if not 0 <= lo <= hi <= total:
-        raise ValueError(f"{what} {span} does not fit in a sample of {total} real tokens")
-    return lo, hi
-
-
-def _unknown_frame(frame: str, text: str) -> str:
-    close = difflib.get_close_matches(frame, FRAMES, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return (
-        f"unknown frame {frame!r} in position {text!r}; frames: {', '.join(FRAMES)}.{hint} "
-        f"({GRAMMAR})"
-    )
-
-
-class _Parser:
-    """A tiny recursive-descent parser that reports the offending character."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.i = 0
-
-    def fail(self, expected: str) -> ValueError:
-        self.skip()
-        if self.i >= len(self.text):
-            found = "the end of the string"
-        else:
-            found = f"{self.text[self.i]!r} at character {self.i}"
-        pointer = f"\n    {self.text}\n    {' ' * self.i}^"
-        return ValueError(
-            f"malformed position {self.text!r}: expected {expected}, found {found}.{pointer}\n"
-            f"{GRAMMAR}"
-        )
-
-    def skip(self) -> None:
-        while self.i < len(self.text) and self.text[self.i].isspace():
-            self.i += 1
-
-    def peek(self, char: str) -> bool:
-        self.skip()
-        return self.text.startswith(char, self.i)
-
-    def expect(self, char: str) -> None:
-        if not self.peek(char):
-            raise self.fail(repr(char))
-        self.i += len(char)
-
-    def match(self, pattern: re.Pattern[str]) -> str | None:
-        self.skip()
-        m = pattern.match(self.text, self.i)
-        if m is None:
-            return None
-        self.i = m.end()
-        return m.group()
-
-    def position(self) -> Position:
-        if not self.text.strip():
-            raise ValueError(f"empty position; {GRAMMAR}")
-        word = self.match(_WORD)
-        if word is None:
-            raise self.fail("a frame name (prompt, response, all, system) or 'turn[N]:'")
-        turn = None
-        if word == "turn":
-            self.expect("[")
-            number = self.match(_INT)
-            if number is None:
-                raise self.fail("a turn number such as 0, 1 or -1")
-            turn = int(number)
-            self.expect("]")
-            self.expect(":")
-            word = self.match(_WORD)
-            if word is None:
-                raise self.fail("a frame name (prompt, response, all) after 'turn[N]:'")
-        if word not in FRAMES:
-            raise ValueError(_unknown_frame(word, self.text))
-        if not self.peek("["):
-            if self.i >= len(self.text.rstrip()):
-                raise ValueError(
-                    f"position {self.text!r} has no slice: write e.g. '{word}[:]' for every "
-                    f"token or '{word}[-1]' for the last one ({GRAMMAR})"
-                )
-            raise self.fail("'[' after the frame name")
-        self.expect("[")
-        parts: list[int | None] = []
-        colons = 0
-        while True:
-            number = self.match(_INT)
-            parts.append(None if number is None else int(number))
-            if not (colons < 2 and self.peek(":")):
-                break
-            self.expect(":")
-            colons += 1
-        if not self.peek("]"):
-            if colons == 2:
-                raise self.fail("']'")
-            raise self.fail("':' or ']'" if parts[-1] is not None else "an integer, ':' or ']'")
-        if colons == 0 and parts[0] is None:
-            raise self.fail("an index or a slice inside '[...]', e.g. [-1] or [:]")
-        self.expect("]")
-        self.skip()
-        if self.i < len(self.text):
-            raise self.fail("the end of the position after ']'")
-        if colons == 0:
-            return Position(word, index=parts[0], turn=turn)
-        step = parts[2] if colons == 2 else None
-        return Position(word, start=parts[0], stop=parts[1], step=step, turn=turn)

@@ -9,7 +9,7 @@ shows, so tests can compare it with ``trait_matrix``.
 Example:
     >>> from trait_lab.testing import tiny_record
     >>> rec = tiny_record()
-    >>> panel = layers_panel(rec, "t", clean="All candidates", mode="cosine")
+    >>> panel = layers_panel(rec, "t", clean="all", mode="cosine")
     >>> fig = go.Figure()
     >>> draw(fig, panel)
     >>> read(fig).rows == panel.rows == ["L4", "L8"]
@@ -28,7 +28,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from trait_lab.dynamics import ProjectionRecord, trait_matrix
+from trait_lab.dynamics import CLEAN_LABELS, ProjectionRecord, trait_matrix
 
 __all__ = [
     "VIEWS",
@@ -117,7 +117,7 @@ def record_label(record: ProjectionRecord, width: int = 60) -> str:
 
 def _title(what: str, mode: str, clean: str, smoothing: int, centre: bool) -> str:
     extras = ([f"smoothed ×{smoothing}"] if smoothing > 1 else []) + (["centred"] if centre else [])
-    return " · ".join([what, mode, clean, *extras])
+    return " · ".join([what, mode, CLEAN_LABELS[clean], *extras])
 
 
 def layers_panel(
@@ -125,7 +125,7 @@ def layers_panel(
     trait: str,
     *,
     kind: str = "tokens × layers",
-    clean: str = "No cleaning",
+    clean: str = "none",
     mode: str = "cosine",
     smoothing: int = 1,
     centre: bool = False,
@@ -133,7 +133,8 @@ def layers_panel(
 ) -> Panel:
     """One trait's layers × tokens (``kind`` ``"tokens × layers"`` or ``"lines"``).
 
-    Values and norms are exactly ``trait_matrix(record, trait, ...)`` with these arguments.
+    Values and norms are exactly ``trait_matrix(record, trait, ...)`` with these arguments;
+    ``clean`` is a key (``"none"``, ``"top5"``, ``"all"``) and the title shows its label.
 
     Example:
         >>> from trait_lab.testing import tiny_record
@@ -169,7 +170,7 @@ def traits_panel(
     record: ProjectionRecord,
     layer: int,
     *,
-    clean: str = "No cleaning",
+    clean: str = "none",
     mode: str = "cosine",
     smoothing: int = 1,
     centre: bool = False,

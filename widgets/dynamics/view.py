@@ -9,7 +9,7 @@ Example:
     >>> from trait_lab.testing import tiny_record
     >>> rec = tiny_record(layers=[4])
     >>> view = TraitDynamics([rec])
-    >>> view.clean.value = "All candidates"
+    >>> view.clean.value = "all"  # a key; the dropdown shows its label, "All candidates"
     >>> view.shown().rows
     ['L4']
 """
@@ -24,7 +24,15 @@ from typing import Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from trait_lab.dynamics import CLEAN_OPTIONS, MODES, ProjectionRecord, load_record, project_prompts
+from trait_lab.dynamics import (
+    CLEAN_LABELS,
+    CLEAN_OPTIONS,
+    MODES,
+    ProjectionRecord,
+    check_clean_option,
+    load_record,
+    project_prompts,
+)
 from widgets.common.export import ExportBar
 from widgets.dynamics.figures import (
     VIEWS,
@@ -66,7 +74,8 @@ class TraitDynamics(w.VBox):
     Args:
         records: projection records, or paths to record files (read with ``load_record``).
         trait: the trait shown first (default: the first record's first trait).
-        clean: one of ``CLEAN_OPTIONS``.
+        clean: a key of ``CLEAN_OPTIONS``: ``"none"``, ``"top5"`` (recommended) or ``"all"``;
+            the Clean dropdown shows their labels (``CLEAN_LABELS``).
         mode: ``"raw"``, ``"normalized"`` or ``"cosine"``.
         view: one of ``VIEWS`` (``"tokens × layers"``, ``"tokens × traits"``, ``"lines"``).
         smoothing: the first smoothing window (1, 3, 5, 7 or 9).
@@ -82,7 +91,8 @@ class TraitDynamics(w.VBox):
 
     Controls are attributes (``record``, ``trait``, ``view``, ``clean``, ``mode``,
     ``smoothing``, ``centre``, ``layers``, ``layer``); set their ``.value`` to drive the view
-    from Python. ``figure`` is the plotly ``FigureWidget`` and :meth:`shown` what it shows.
+    from Python (``clean.value`` is a key, ``clean.label`` the label shown). ``figure`` is the
+    plotly ``FigureWidget`` and :meth:`shown` what it shows.
 
     Example:
         >>> from trait_lab.testing import tiny_record
@@ -98,7 +108,7 @@ class TraitDynamics(w.VBox):
         records: Sequence[RecordLike] | RecordLike = (),
         *,
         trait: str | None = None,
-        clean: str = "No cleaning",
+        clean: str = "none",
         mode: str = "cosine",
         view: str = "tokens × layers",
         smoothing: int = 1,
@@ -134,7 +144,7 @@ class TraitDynamics(w.VBox):
                 "paths from run_inference(...), or use TraitDynamics.live(model, tokenizer, "
                 "traits, calibration) to type prompts"
             )
-        _choose("clean option", clean, CLEAN_OPTIONS, "clean=")
+        check_clean_option(clean)
         _choose("mode", mode, MODES, "mode=")
         _choose("view", view, VIEWS, "view=")
         _choose("smoothing window", smoothing, SMOOTHING_WINDOWS, "smoothing=")
@@ -202,7 +212,8 @@ class TraitDynamics(w.VBox):
         self.trait = dropdown("trait", [], None, "220px")
         self.layer = dropdown("layer", [], None, "160px")
         self.view = w.ToggleButtons(options=list(VIEWS), value=view, description="view")
-        self.clean = dropdown("Clean", list(CLEAN_OPTIONS), clean, "260px")
+        clean_options = [(CLEAN_LABELS[key], key) for key in CLEAN_OPTIONS]
+        self.clean = dropdown("Clean", clean_options, clean, "260px")
         self.mode = dropdown("mode", list(MODES), mode, "200px")
         self.smoothing = w.IntSlider(value=smoothing, min=1, max=9, step=2, description="smoothing")
         self.centre = w.Checkbox(value=centre, description="centre on response mean")

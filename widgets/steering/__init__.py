@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from widgets.steering.controls import (
+    POSITIONS,
+    RANGES,
+    UNITS,
+    SamplingControls,
+    TargetControls,
+    readout_text,
+    sampling_controls,
+    target_controls,
+)
 from widgets.steering.panel import (
     SteeringPanel,
 )
@@ -21,13 +31,21 @@ from widgets.steering.targets import (
 
 __all__ = [
     "PANEL_MODES",
+    "POSITIONS",
+    "RANGES",
+    "UNITS",
     "Request",
     "Row",
+    "SamplingControls",
     "SteeringPanel",
     "SteeringTarget",
+    "TargetControls",
     "absorb",
     "build_specs",
     "coefficients",
+    "readout_text",
+    "sampling_controls",
     "steering_figure",
     "steering_targets",
+    "target_controls",
 ]

@@ -34,17 +34,27 @@ from trait_lab.prompts import load_prompt_set
 from widgets.common.export import ExportBar
 from widgets.common.runner import LatestRunner
 from widgets.common.token_stream import TokenStream
+from widgets.steering.controls import (
+    POSITIONS,
+    RANGES,
+    readout_text,
+    sampling_controls,
+    target_controls,
+)
 from widgets.steering.rows import Request, Row, absorb, steering_figure
-from widgets.steering.targets import PANEL_MODES, build_specs, coefficients, steering_targets
+from widgets.steering.targets import PANEL_MODES, build_specs, steering_targets
 
-_POSITIONS = ("response", "all", "prompt")
-_RANGES = {"add": (-1.0, 1.0), "ablate": (0.0, 1.0), "cap": (-1.0, 1.0), "ceiling": (-1.0, 1.0)}
-_UNITS = {
-    "add": "× typical norm",
-    "ablate": "strength",
-    "cap": "floor × norm",
-    "ceiling": "cap × norm",
-}
+
+def _check_arguments(backend: Any, mode: str, positions: str) -> None:
+    if not isinstance(backend, LocalBackend):
+        raise TypeError(
+            f"SteeringPanel needs a LocalBackend (hooks), got {type(backend).__name__}; "
+            "use LocalBackend.from_model(model, tokenizer)"
+        )
+    if mode not in PANEL_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(PANEL_MODES)}")
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
 
 
 class SteeringPanel(w.VBox):
@@ -84,18 +94,9 @@ class SteeringPanel(w.VBox):
         debounce: float = 0.15,
         autorun: bool = True,
     ) -> None:
-        if not isinstance(backend, LocalBackend):
-            raise TypeError(
-                f"SteeringPanel needs a LocalBackend (hooks), got {type(backend).__name__}; "
-                "use LocalBackend.from_model(model, tokenizer)"
-            )
-        if mode not in PANEL_MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(PANEL_MODES)}")
-        if positions not in _POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(_POSITIONS)}, got {positions!r}")
+        _check_arguments(backend, mode, positions)
         self.backend = backend
-        n = backend.n_layers
-        self.targets = steering_targets(vectors, n, backend.hidden_dim, layer)
+        self.targets = steering_targets(vectors, backend.n_layers, backend.hidden_dim, layer)
         if isinstance(value, Mapping) and (unknown := set(value) - set(vectors)):
             raise ValueError(
                 f"value names {sorted(unknown)}, which are not among the vectors "
@@ -108,45 +109,72 @@ class SteeringPanel(w.VBox):
         self._lock = threading.Lock()
         self.timing: dict[str, float] = {}
         self.error: BaseException | None = None
+        super().__init__(self._build(prompt, value, mode, positions, max_new_tokens))
+        self.add_class("tl-steering-panel")
+        self._runner = LatestRunner(self._generate, debounce=debounce, on_error=self._failed)
+        self._wire()
+        self._update_readouts()
+        if autorun:
+            self.refresh()
 
+    # ----- building -------------------------------------------------------------------------
+    def _build(
+        self,
+        prompt: str,
+        value: float | Mapping[str, float],
+        mode: str,
+        positions: str,
+        max_new_tokens: int,
+    ) -> list[w.Widget]:
+        """Create every control (in display order) and return the panel's children."""
         self.prompt = w.Textarea(value=prompt, layout=w.Layout(width="100%", height="60px"))
         self.prompt.add_class("tl-prompt")
         self.mode = w.ToggleButtons(options=list(PANEL_MODES), value=mode, description="mode")
         self.mode.add_class("tl-mode")
         self.positions = w.Dropdown(
-            options=list(_POSITIONS),
+            options=list(POSITIONS),
             value=positions,
             description="steer at",
             layout=w.Layout(width="220px"),
         )
+        rows = [w.HBox([self.mode, self.positions]), *self._build_targets(value, mode)]
+        colour = self._build_colour()
+        sampling = sampling_controls(max_new_tokens)
+        self._sampling = sampling
+        self.max_new_tokens, self.temperature = sampling.max_new_tokens, sampling.temperature
+        self.top_p, self.seed = sampling.top_p, sampling.seed
+        self.run_button = w.Button(description="Generate", icon="play")
+        self.stop_button = w.Button(description="Stop", icon="stop")
+        self.stream = TokenStream()
+        self.status = w.HTML()
+        self.status.add_class("tl-status")
+        self.export = ExportBar(self.figure, "figures/steering")
+        return [
+            self.prompt,
+            *rows,
+            w.HBox([*colour, self.run_button, self.stop_button]),
+            w.Accordion([sampling.box], titles=("sampling (temperature 0 = greedy)",)),
+            self.status,
+            self.stream,
+            self.export,
+        ]
+
+    def _build_targets(self, value: float | Mapping[str, float], mode: str) -> list[w.HBox]:
+        """A slider, layer picker and readout per target; one row each."""
         self.sliders: dict[str, w.FloatSlider] = {}
         self.layers: dict[str, w.Dropdown] = {}
         self.readouts: dict[str, w.HTML] = {}
-        rows = [w.HBox([self.mode, self.positions])]
+        rows = []
         for target in self.targets:
             start = value.get(target.name, 0.0) if isinstance(value, Mapping) else value
-            low, high = _RANGES[mode]
-            slider = w.FloatSlider(
-                value=start,
-                min=low,
-                max=high,
-                step=0.02,
-                description=target.name,
-                readout_format=".2f",
-                layout=w.Layout(width="420px"),
-            )
-            slider.add_class("tl-coef")
-            picker = w.Dropdown(
-                options=sorted(target.vectors),
-                value=target.default_layer,
-                description="layer",
-                disabled=target.is_ensemble,
-                layout=w.Layout(width="150px"),
-            )
-            picker.add_class("tl-layer")
-            self.sliders[target.name], self.layers[target.name] = slider, picker
-            self.readouts[target.name] = w.HTML()
-            rows.append(w.HBox([slider, picker, self.readouts[target.name]]))
+            controls = target_controls(target, start, mode)
+            self.sliders[target.name], self.layers[target.name] = controls.slider, controls.picker
+            self.readouts[target.name] = controls.readout
+            rows.append(controls.row)
+        return rows
+
+    def _build_colour(self) -> list[w.Dropdown]:
+        """The trait and layer tokens are coloured by: the first target, at its readout layer."""
         first = self.targets[0]
         self.colour_trait = w.Dropdown(
             options=[t.name for t in self.targets],
@@ -160,38 +188,7 @@ class SteeringPanel(w.VBox):
             value=self._readout_layer(first.name),
             description="at layer",
         )
-        self.max_new_tokens = w.IntSlider(
-            value=max_new_tokens, min=4, max=256, step=4, description="max tokens"
-        )
-        self.temperature = w.FloatSlider(
-            value=0.0, min=0.0, max=1.5, step=0.05, description="temperature"
-        )
-        self.top_p = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top p")
-        self.seed = w.IntText(value=0, description="seed", layout=w.Layout(width="160px"))
-        sampling = w.HBox([self.max_new_tokens, self.temperature, self.top_p, self.seed])
-        self.run_button = w.Button(description="Generate", icon="play")
-        self.stop_button = w.Button(description="Stop", icon="stop")
-        self.stream = TokenStream()
-        self.status = w.HTML()
-        self.status.add_class("tl-status")
-        self.export = ExportBar(self.figure, "figures/steering")
-        super().__init__(
-            [
-                self.prompt,
-                *rows,
-                w.HBox([self.colour_trait, self.colour_layer, self.run_button, self.stop_button]),
-                w.Accordion([sampling], titles=("sampling (temperature 0 = greedy)",)),
-                self.status,
-                self.stream,
-                self.export,
-            ]
-        )
-        self.add_class("tl-steering-panel")
-        self._runner = LatestRunner(self._generate, debounce=debounce, on_error=self._failed)
-        self._wire()
-        self._update_readouts()
-        if autorun:
-            self.refresh()
+        return [self.colour_trait, self.colour_layer]
 
     # ----- settings -------------------------------------------------------------------------
     def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
@@ -229,7 +226,7 @@ class SteeringPanel(w.VBox):
         self.stop_button.on_click(lambda _: self._runner.cancel())
 
     def _mode_changed(self, change: dict[str, Any]) -> None:
-        low, high = _RANGES[change["new"]]
+        low, high = RANGES[change["new"]]
         for slider in self.sliders.values():  # every range ends at 1.0: clamp, then widen
             slider.value = min(max(slider.value, low), high)
             slider.min = low
@@ -248,12 +245,7 @@ class SteeringPanel(w.VBox):
 
     def config(self) -> GenerationConfig:
         """The generation settings the controls show."""
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens.value,
-            temperature=self.temperature.value,
-            top_p=self.top_p.value if self.top_p.value < 1.0 else None,
-            seed=self.seed.value if self.temperature.value > 0 else None,
-        )
+        return self._sampling.config()
 
     def specs(self, rows: list[int] | None = None) -> list[SteeringSpec]:
         """The ``SteeringSpec`` list the sliders, pickers and mode stand for."""
@@ -268,24 +260,11 @@ class SteeringPanel(w.VBox):
         )
 
     def _update_readouts(self) -> None:
-        unit = _UNITS[self.mode.value]
         for target in self.targets:
             fraction = self.sliders[target.name].value
             picked = self.layers[target.name].value
-            if self.mode.value == "ablate":
-                text = f"{fraction:.2f} {unit}"
-            else:
-                try:
-                    coefs = coefficients(target, fraction, picked, self.mode.value, self.norms)
-                    text = ", ".join(f"L{layer}: {c:+.1f}" for layer, c in coefs.items())
-                except (KeyError, ValueError) as exc:  # refresh() shows it in the status line
-                    text = str(exc).strip("'\"")
-                text = f"{unit} → {text}"
-            if target.source_layer is not None and picked != target.source_layer:
-                text += f" (the layer-{target.source_layer} vector, applied at L{picked})"
-            self.readouts[
-                target.name
-            ].value = f"<span class='tl-readout'>{html.escape(text)}</span>"
+            text = html.escape(readout_text(target, fraction, picked, self.mode.value, self.norms))
+            self.readouts[target.name].value = f"<span class='tl-readout'>{text}</span>"
 
     # ----- running --------------------------------------------------------------------------
     def refresh(self) -> None:

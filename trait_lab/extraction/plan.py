@@ -1,0 +1,140 @@
+"""What an extraction run does: its settings, and the plan checked against the trait and model.
+
+:class:`ExtractionSettings` is what a user chooses (methods, components, layers, position,
+split); :func:`plan_extraction` checks them against a trait and a model before any work starts
+(enough validation pairs, enough training pairs per method, a system-prompt trait for
+generated responses) and returns an :class:`ExtractionPlan`: the layers, the position, the
+train/validation split, the jobs, and the ``inputs.json`` record whose hash tells a rerun
+whether the outputs on disk were made from the same inputs.
+
+Example:
+    >>> from trait_lab.testing import tiny_model
+    >>> from trait_lab.traits.dataset import load_trait
+    >>> settings = ExtractionSettings(methods=("mean_diff",), layers=(1,))
+    >>> plan = plan_extraction(tiny_model(), load_trait("optimism"), settings)
+    >>> plan.jobs
+    [('residual', 'mean_diff', 1)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from trait_lab.extraction.methods import METHODS, get_method
+from trait_lab.models.identity import model_identity
+from trait_lab.traits.dataset import TraitDataset
+
+__all__ = ["ExtractionPlan", "ExtractionSettings", "plan_extraction"]
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """What an extraction run does; part of the inputs hash."""
+
+    methods: tuple[str, ...] = METHODS
+    components: tuple[str, ...] = ("residual",)
+    layers: tuple[int, ...] | None = None
+    position: str | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+    batch_size: int = 8
+    generate_responses: bool = False
+    max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown methods {unknown or '[]'}; choose from {', '.join(METHODS)}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """One checked extraction: layers, position, split (indices into ``dataset.pairs``)."""
+
+    dataset: TraitDataset
+    settings: ExtractionSettings
+    model_id: dict[str, Any]
+    layers: tuple[int, ...]
+    position: str
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+
+    @property
+    def jobs(self) -> list[tuple[str, str, int]]:
+        """``(component, method, layer)`` of every vector, in the order they are computed."""
+        s = self.settings
+        return [(c, m, layer) for c in s.components for m in s.methods for layer in self.layers]
+
+    def inputs(self) -> dict[str, Any]:
+        """The ``inputs.json`` record: what the outputs are made from, and its ``hash``."""
+        trait = {
+            "kind": self.dataset.kind,
+            "position": self.dataset.recommended_position,
+            "pairs": [asdict(p) for p in self.dataset.pairs],
+        }
+        payload = {"trait": trait, "settings": asdict(self.settings), "model": self.model_id}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        pair_ids = [p.id for p in self.dataset.pairs]
+        return {
+            "hash": digest,
+            "trait": self.dataset.name,
+            "settings": asdict(self.settings),
+            "position": self.position,
+            "model": self.model_id,
+            "pair_ids": pair_ids,
+            "split": {
+                "train": [pair_ids[i] for i in self.train],
+                "val": [pair_ids[i] for i in self.val],
+            },
+        }
+
+
+def plan_extraction(
+    model: Any, dataset: TraitDataset, settings: ExtractionSettings
+) -> ExtractionPlan:
+    """Check ``settings`` against the trait and the model; raises before any work is done.
+
+    Raises:
+        ValueError: generated responses for a trait that is not a system-prompt trait, fewer
+            than 2 validation pairs, or fewer training pairs than a method needs (each
+            message says what to change).
+    """
+    if settings.generate_responses and dataset.kind != "system_prompt":
+        raise ValueError(
+            f"generate_responses=True needs a system_prompt trait; {dataset.name!r} is a "
+            f"{dataset.kind!r} trait whose pairs already carry their responses"
+        )
+    n_layers = int(model.config.num_hidden_layers)
+    layers = tuple(range(n_layers)) if settings.layers is None else tuple(settings.layers)
+    default_position = "response[:]" if settings.generate_responses else None
+    position = settings.position or default_position or dataset.recommended_position
+    train_pairs, val_pairs = dataset.split(settings.val_fraction, settings.seed)
+    if len(val_pairs) < 2:
+        raise ValueError(
+            f"trait {dataset.name!r} has {len(dataset.pairs)} pairs, so val_fraction="
+            f"{settings.val_fraction} holds out {len(val_pairs)}; effect sizes need at least 2 "
+            "validation pairs. Add pairs (20 or more is a good start) or raise val_fraction."
+        )
+    for name in settings.methods:
+        needed = get_method(name).min_per_class
+        if len(train_pairs) < needed:
+            raise ValueError(
+                f"method {name!r} needs at least {needed} training pairs, but trait "
+                f"{dataset.name!r} leaves {len(train_pairs)} for training; add pairs or drop "
+                "the method"
+            )
+    index = {pair.id: i for i, pair in enumerate(dataset.pairs)}
+    return ExtractionPlan(
+        dataset=dataset,
+        settings=settings,
+        model_id=model_identity(model),
+        layers=layers,
+        position=position,
+        train=tuple(index[p.id] for p in train_pairs),
+        val=tuple(index[p.id] for p in val_pairs),
+    )

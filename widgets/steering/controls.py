@@ -1,0 +1,143 @@
+"""The steering panel's controls: a slider row per target, the sampling settings, readouts.
+
+``SteeringPanel`` lays these out and wires them; building them here keeps each control's
+description, default and order in one place.
+
+Example:
+    >>> ctl = sampling_controls(max_new_tokens=24)
+    >>> ctl.config().max_new_tokens, ctl.config().seed
+    (24, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import ipywidgets as w
+
+from trait_lab.generation import GenerationConfig
+from widgets.steering.targets import SteeringTarget, coefficients
+
+#: where the panel may steer: generated tokens, the whole sequence, or the prompt
+POSITIONS: tuple[str, ...] = ("response", "all", "prompt")
+#: slider range per mode (every range ends at 1.0)
+RANGES: dict[str, tuple[float, float]] = {
+    "add": (-1.0, 1.0),
+    "ablate": (0.0, 1.0),
+    "cap": (-1.0, 1.0),
+    "ceiling": (-1.0, 1.0),
+}
+#: what a slider value means per mode, shown in its readout
+UNITS: dict[str, str] = {
+    "add": "× typical norm",
+    "ablate": "strength",
+    "cap": "floor × norm",
+    "ceiling": "cap × norm",
+}
+
+
+@dataclass
+class TargetControls:
+    """One target's slider, layer picker and coefficient readout, and the row that holds them."""
+
+    slider: w.FloatSlider
+    picker: w.Dropdown
+    readout: w.HTML
+    row: w.HBox
+
+
+def target_controls(target: SteeringTarget, start: float, mode: str) -> TargetControls:
+    """The slider (range of ``mode``), layer picker and readout of one steering target.
+
+    Example:
+        >>> import torch
+        >>> target = SteeringTarget("joy", {2: torch.ones(4), 3: torch.ones(4)}, 3)
+        >>> ctl = target_controls(target, 0.4, "ablate")
+        >>> ctl.slider.description, ctl.slider.min, ctl.picker.value
+        ('joy', 0.0, 3)
+    """
+    low, high = RANGES[mode]
+    slider = w.FloatSlider(
+        value=start,
+        min=low,
+        max=high,
+        step=0.02,
+        description=target.name,
+        readout_format=".2f",
+        layout=w.Layout(width="420px"),
+    )
+    slider.add_class("tl-coef")
+    picker = w.Dropdown(
+        options=sorted(target.vectors),
+        value=target.default_layer,
+        description="layer",
+        disabled=target.is_ensemble,
+        layout=w.Layout(width="150px"),
+    )
+    picker.add_class("tl-layer")
+    readout = w.HTML()
+    return TargetControls(slider, picker, readout, w.HBox([slider, picker, readout]))
+
+
+@dataclass
+class SamplingControls:
+    """Max tokens, temperature, top p and seed, in one row (``box``)."""
+
+    max_new_tokens: w.IntSlider
+    temperature: w.FloatSlider
+    top_p: w.FloatSlider
+    seed: w.IntText
+    box: w.HBox
+
+    def config(self) -> GenerationConfig:
+        """The generation settings the controls show (greedy, and no seed, at temperature 0)."""
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens.value,
+            temperature=self.temperature.value,
+            top_p=self.top_p.value if self.top_p.value < 1.0 else None,
+            seed=self.seed.value if self.temperature.value > 0 else None,
+        )
+
+
+def sampling_controls(max_new_tokens: int) -> SamplingControls:
+    """The sampling controls, greedy by default.
+
+    Example:
+        >>> sampling_controls(40).temperature.value
+        0.0
+    """
+    max_tokens = w.IntSlider(value=max_new_tokens, min=4, max=256, step=4, description="max tokens")
+    temperature = w.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.05, description="temperature")
+    top_p = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top p")
+    seed = w.IntText(value=0, description="seed", layout=w.Layout(width="160px"))
+    box = w.HBox([max_tokens, temperature, top_p, seed])
+    return SamplingControls(max_tokens, temperature, top_p, seed, box)
+
+
+def readout_text(
+    target: SteeringTarget, fraction: float, picked: int, mode: str, norms: Mapping[int, float]
+) -> str:
+    """What a target's readout says: the coefficient per layer (or the ablation strength).
+
+    An error computing the coefficients is shown as the text (the status line reports it too).
+
+    Example:
+        >>> import torch
+        >>> target = SteeringTarget("joy", {2: torch.ones(4)}, 2)
+        >>> readout_text(target, 0.5, 2, "add", {2: 10.0})
+        '× typical norm → L2: +5.0'
+    """
+    unit = UNITS[mode]
+    if mode == "ablate":
+        text = f"{fraction:.2f} {unit}"
+    else:
+        try:
+            coefs = coefficients(target, fraction, picked, mode, norms)
+            text = ", ".join(f"L{layer}: {c:+.1f}" for layer, c in coefs.items())
+        except (KeyError, ValueError) as exc:  # refresh() shows it in the status line
+            text = str(exc).strip("'\"")
+        text = f"{unit} → {text}"
+    if target.source_layer is not None and picked != target.source_layer:
+        text += f" (the layer-{target.source_layer} vector, applied at L{picked})"
+    return text
