@@ -74,6 +74,18 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
     from trait_lab.dynamics import (
         trait_matrix as trait_matrix,
     )
+    from trait_lab.evaluation import (
+        JudgeItem as JudgeItem,
+    )
+    from trait_lab.evaluation import (
+        LocalLogprobJudge as LocalLogprobJudge,
+    )
+    from trait_lab.evaluation import (
+        run_sync as run_sync,
+    )
+    from trait_lab.evaluation import (
+        summarize_judge_scores as summarize_judge_scores,
+    )
     from trait_lab.extraction import (
         METHODS as METHODS,
     )
@@ -369,6 +381,11 @@ _EXPORTS: dict[str, str] = {
     "extract_trait": "trait_lab.extraction",
     "get_method": "trait_lab.extraction",
     "METHODS": "trait_lab.extraction",
+    # evaluation
+    "JudgeItem": "trait_lab.evaluation",
+    "LocalLogprobJudge": "trait_lab.evaluation",
+    "summarize_judge_scores": "trait_lab.evaluation",
+    "run_sync": "trait_lab.evaluation",
     # vectors
     "select_vector": "trait_lab.vectors",
     "load_vector_grid": "trait_lab.vectors",

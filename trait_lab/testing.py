@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import transformers as tf
+from tokenizers import Tokenizer, decoders, models
 from transformers import AutoModelForCausalLM
 
 from trait_lab.dynamics.records import build_record
@@ -117,6 +118,31 @@ def tiny_model(
             if "norm" in name or name.endswith("ln_1.weight") or "ln_" in name:
                 param.add_(torch.randn_like(param) * 0.1)
     return model.eval()
+
+
+def tiny_tokenizer() -> Any:
+    """A character-level fast tokenizer whose ids fit :func:`tiny_model` (vocab 128), no template.
+
+    Ids: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<unk>`` 3, the digits ``0``–``9`` 4–13, then
+    letters, space and punctuation; numbers are spelled digit by digit (like SmolLM2 or Llama 2).
+
+    Example:
+        >>> tok = tiny_tokenizer()
+        >>> tok("42")["input_ids"], tok.decode([8, 6])
+        ([8, 6], '42')
+    """
+    chars = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,:;!?'\"()-\n"
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({c: 4 + i for i, c in enumerate(chars)})
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
 
 
 def tiny_batch(
