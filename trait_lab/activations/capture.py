@@ -173,7 +173,7 @@ def _run_batches(
         with torch.no_grad(), cap:
             for first in range(0, len(samples), batch_size):
                 chunk = samples[first : first + batch_size]
-                ids, mask = _left_pad([s.ids for s in chunk], pad_id)
+                ids, mask = tokens.left_pad([s.ids for s in chunk], pad_id)
                 cap.clear()
                 model(**_forward_inputs(ids, mask, device, accepted))
                 acts = [cap.get(layer) for layer in layer_list]
@@ -200,8 +200,7 @@ def _forward_inputs(
     kwargs: dict[str, Any] = {"input_ids": ids.to(device)}
     kwargs["attention_mask"] = mask.to(device)
     if "position_ids" in accepted:
-        pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs["position_ids"] = pos_ids.to(device)
+        kwargs["position_ids"] = tokens.padded_positions(mask).to(device)
     if "use_cache" in accepted:
         kwargs["use_cache"] = False
     if "logits_to_keep" in accepted:
@@ -316,16 +315,6 @@ def _check_args(
                 "pre_formatted prompts; pass unformatted prompts with system='...'"
             )
     return prompts
-
-
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 def _pool(picked: torch.Tensor, pool: str) -> torch.Tensor:

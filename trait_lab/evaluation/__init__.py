@@ -1,7 +1,13 @@
-"""Steering evaluation: judges and their scores (coherence, coefficient search and results next)."""
+"""Steering evaluation: judges, judge scores and offline coherence (search and results next)."""
 
 from __future__ import annotations
 
+from trait_lab.evaluation.coherence import (
+    DEFAULT_THRESHOLD,
+    CoherenceRule,
+    answer_nll,
+    repetition,
+)
 from trait_lab.evaluation.judges import (
     COHERENCE_PROMPT,
     TRAIT_PROMPT,
@@ -24,16 +30,20 @@ from trait_lab.evaluation.scoring import (
 
 __all__ = [
     "COHERENCE_PROMPT",
+    "DEFAULT_THRESHOLD",
     "MAX_SCORE",
     "MIN_NUMBER_MASS",
     "TRAIT_PROMPT",
+    "CoherenceRule",
     "Judge",
     "JudgeItem",
     "LocalLogprobJudge",
+    "answer_nll",
     "coherence_prompt",
     "expected_score",
     "number_sequences",
     "number_value",
+    "repetition",
     "run_sync",
     "score_from_logprobs",
     "summarize_judge_scores",

@@ -155,7 +155,7 @@ class HookedGenerator:
         hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
         rng = sampling.generator(self.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        positions = tokens.padded_positions(mask)
         cache, cache_name = None, cache_keyword(self.model)
         step_ids, step_pos = ids, positions
         with hooks, torch.no_grad():

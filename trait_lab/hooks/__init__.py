@@ -13,7 +13,13 @@ Example:
     3
 """
 
-from trait_lab.hooks.base import HookContext, PositionTracker, as_vector, resolve_target
+from trait_lab.hooks.base import (
+    HookContext,
+    PositionTracker,
+    active_edits,
+    as_vector,
+    resolve_target,
+)
 from trait_lab.hooks.capture import CaptureHook, MultiLayerCapture
 from trait_lab.hooks.directional import AblationHook, ActivationCappingHook
 from trait_lab.hooks.edits import MODES, Mode, apply_edit
@@ -42,6 +48,7 @@ __all__ = [
     "PositionTracker",
     "ProjectionHook",
     "SteeringHook",
+    "active_edits",
     "apply_edit",
     "as_vector",
     "resolve_target",

@@ -238,6 +238,23 @@ def register_tensor_hook(
     return TensorHookHandle(dispatch, fn, edits)
 
 
+def active_edits(model: nn.Module) -> int:
+    """How many trait_lab editors (steering, ablation, capping) are registered on ``model`` now.
+
+    Scores that must see the unsteered model (coherence) refuse to run while this is not 0.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> active_edits(tiny_model())
+        0
+    """
+    return sum(
+        len(dispatch.editors)
+        for module in model.modules()
+        for dispatch in _DISPATCHERS.get(module, {}).values()
+    )
+
+
 def expected_width(model: nn.Module, path: str) -> int | None:
     """Width of the activations at ``path`` when it can be known before a forward pass."""
     module = get_module(model, path)

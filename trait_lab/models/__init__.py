@@ -42,8 +42,10 @@ from trait_lab.models.cache import (
     verify_sha256,
 )
 from trait_lab.models.conversion import (
+    align_added_tokens,
     align_special_tokens,
     convert_gguf,
+    gguf_tokenizer_flags,
 )
 from trait_lab.models.identity import (
     model_identity,
@@ -73,7 +75,9 @@ from trait_lab.models.manifest import (
     write_manifest,
 )
 from trait_lab.models.tokens import (
+    left_pad,
     pad_token_id,
+    padded_positions,
 )
 
 __all__ = [
@@ -93,6 +97,7 @@ __all__ = [
     "CachePositionError",
     "ChecksumError",
     "ModelNotFoundError",
+    "align_added_tokens",
     "align_special_tokens",
     "cache_entries",
     "cache_keyword",
@@ -115,9 +120,11 @@ __all__ = [
     "forward_offset",
     "get_hook_path",
     "get_module",
+    "gguf_tokenizer_flags",
     "hidden_size",
     "installed_default_gguf",
     "is_cache",
+    "left_pad",
     "load_model",
     "locate_default_gguf",
     "model_identity",
@@ -126,6 +133,7 @@ __all__ = [
     "n_layers",
     "output_cache",
     "pad_token_id",
+    "padded_positions",
     "resolve_layers",
     "sha256_file",
     "slug_for",

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["pad_token_id"]
+import torch
+
+__all__ = ["left_pad", "pad_token_id", "padded_positions"]
 
 
 def pad_token_id(
@@ -59,3 +61,36 @@ def pad_token_id(
         return int(eos[0])
     value = getattr(tokenizer, "eos_token_id", None)
     return value if isinstance(value, int) else 0
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows as one left-padded ``[batch, width]`` id tensor and its attention mask.
+
+    Example:
+        >>> ids, mask = left_pad([[5, 6], [7]], pad_id=0)
+        >>> ids.tolist(), mask.tolist()
+        ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
+    """
+    if not rows:
+        raise ValueError("left_pad needs at least one row of token ids")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: 0 at each row's first real token (pads get 0).
+
+    Pass them as ``position_ids`` so left padding does not shift a row's positions (models
+    with absolute position embeddings, e.g. GPT-2, would otherwise see other positions).
+
+    Example:
+        >>> padded_positions(torch.tensor([[1, 1, 1], [0, 1, 1]])).tolist()
+        [[0, 1, 2], [0, 0, 1]]
+    """
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
