@@ -81,6 +81,15 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
         LocalLogprobJudge as LocalLogprobJudge,
     )
     from trait_lab.evaluation import (
+        SteeringEntry as SteeringEntry,
+    )
+    from trait_lab.evaluation import (
+        SteeringResults as SteeringResults,
+    )
+    from trait_lab.evaluation import (
+        SteeringRunRecord as SteeringRunRecord,
+    )
+    from trait_lab.evaluation import (
         run_sync as run_sync,
     )
     from trait_lab.evaluation import (
@@ -386,6 +395,9 @@ _EXPORTS: dict[str, str] = {
     "LocalLogprobJudge": "trait_lab.evaluation",
     "summarize_judge_scores": "trait_lab.evaluation",
     "run_sync": "trait_lab.evaluation",
+    "SteeringRunRecord": "trait_lab.evaluation",
+    "SteeringResults": "trait_lab.evaluation",
+    "SteeringEntry": "trait_lab.evaluation",
     # vectors
     "select_vector": "trait_lab.vectors",
     "load_vector_grid": "trait_lab.vectors",

@@ -13,6 +13,10 @@ from trait_lab.core.experiments import (
     get_model_variant,
     load_experiment_config,
 )
+from trait_lab.core.jsonl import (
+    append_jsonl,
+    read_jsonl,
+)
 from trait_lab.core.paths import (
     CONFIG_NAME,
     activations_dir,
@@ -84,6 +88,7 @@ __all__ = [
     "VectorSpec",
     "activations_dir",
     "activations_path",
+    "append_jsonl",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
@@ -105,6 +110,7 @@ __all__ = [
     "jsonable",
     "load_experiment_config",
     "load_json",
+    "read_jsonl",
     "record_path",
     "records_dir",
     "research_dir",

@@ -1,4 +1,4 @@
-"""Steering evaluation: judges, judge scores and offline coherence (search and results next)."""
+"""Steering evaluation: judges, judge scores, offline coherence, results logs (search next)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ from trait_lab.evaluation.judges import (
     run_sync,
     trait_prompt,
 )
+from trait_lab.evaluation.results import (
+    RESULTS_FILE,
+    RESULTS_SCHEMA,
+    ResultsLog,
+    ResultsMismatchError,
+    SteeringEntry,
+    SteeringResults,
+    SteeringRunRecord,
+)
 from trait_lab.evaluation.scoring import (
     MAX_SCORE,
     MIN_NUMBER_MASS,
@@ -33,11 +42,18 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "MAX_SCORE",
     "MIN_NUMBER_MASS",
+    "RESULTS_FILE",
+    "RESULTS_SCHEMA",
     "TRAIT_PROMPT",
     "CoherenceRule",
     "Judge",
     "JudgeItem",
     "LocalLogprobJudge",
+    "ResultsLog",
+    "ResultsMismatchError",
+    "SteeringEntry",
+    "SteeringResults",
+    "SteeringRunRecord",
     "answer_nll",
     "coherence_prompt",
     "expected_score",

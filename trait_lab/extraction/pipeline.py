@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +45,7 @@ from tqdm.auto import tqdm
 from trait_lab.activations.capture import capture_at_position
 from trait_lab.core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from trait_lab.core.experiments import load_experiment_config
+from trait_lab.core.jsonl import append_jsonl, read_jsonl
 from trait_lab.core.paths import activations_dir, activations_path, vectors_dir
 from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ActivationMetadata, save_json
@@ -75,32 +75,7 @@ _POLES: tuple[Pole, Pole] = ("positive", "negative")
 
 
 def _read_log(path: Path) -> dict[_Job, dict[str, Any]]:
-    rows: dict[_Job, dict[str, Any]] = {}
-    if not path.exists():
-        return rows
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1:  # a write cut short by a kill: drop it, redo that row
-                logger.warning("dropping a truncated last line in %s", path)
-                atomic_write_text(path, "".join(kept + "\n" for kept in lines[:i]))
-                continue
-            raise ValueError(
-                f"{path} line {i + 1} is not valid JSON; delete the file to redo"
-            ) from exc
-        rows[(row["component"], row["method"], int(row["layer"]))] = row
-    return rows
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    return {(r["component"], r["method"], int(r["layer"])): r for r in read_jsonl(path)}
 
 
 def _storage(t: torch.Tensor) -> torch.Tensor:
@@ -244,7 +219,7 @@ def _extract_one(
         "n_val": len(val),
         "diagnostics": result.diagnostics,
     }
-    _append(out / METRICS_LOG, row)
+    append_jsonl(out / METRICS_LOG, row)
     return row
 
 
