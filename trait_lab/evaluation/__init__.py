@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from trait_lab.evaluation.batched import (
+    Answer,
+    ConfigScore,
+    score_configs,
+    steered_answers,
+)
 from trait_lab.evaluation.coherence import (
     DEFAULT_THRESHOLD,
     CoherenceRule,
@@ -45,7 +51,9 @@ __all__ = [
     "RESULTS_FILE",
     "RESULTS_SCHEMA",
     "TRAIT_PROMPT",
+    "Answer",
     "CoherenceRule",
+    "ConfigScore",
     "Judge",
     "JudgeItem",
     "LocalLogprobJudge",
@@ -61,7 +69,9 @@ __all__ = [
     "number_value",
     "repetition",
     "run_sync",
+    "score_configs",
     "score_from_logprobs",
+    "steered_answers",
     "summarize_judge_scores",
     "trait_prompt",
 ]

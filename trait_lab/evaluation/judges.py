@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -122,7 +122,7 @@ class Judge(Protocol):
         ...
 
 
-def run_sync(awaitable: Coroutine[Any, Any, T]) -> T:
+def run_sync(awaitable: Awaitable[T]) -> T:
     """Run a judge coroutine from sync code, also inside Jupyter's running event loop.
 
     Example:
@@ -131,12 +131,16 @@ def run_sync(awaitable: Coroutine[Any, Any, T]) -> T:
         >>> run_sync(three())
         3
     """
+
+    async def wait() -> T:
+        return await awaitable
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(awaitable)
+        return asyncio.run(wait())
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # a loop is running
-        return pool.submit(asyncio.run, awaitable).result()
+        return pool.submit(asyncio.run, wait()).result()
 
 
 def number_sequences(tokenizer: Any) -> dict[int, tuple[int, ...]]:
