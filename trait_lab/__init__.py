@@ -81,6 +81,9 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
         LocalLogprobJudge as LocalLogprobJudge,
     )
     from trait_lab.evaluation import (
+        SearchSettings as SearchSettings,
+    )
+    from trait_lab.evaluation import (
         SteeringEntry as SteeringEntry,
     )
     from trait_lab.evaluation import (
@@ -91,6 +94,9 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
     )
     from trait_lab.evaluation import (
         run_sync as run_sync,
+    )
+    from trait_lab.evaluation import (
+        search_coefficients as search_coefficients,
     )
     from trait_lab.evaluation import (
         summarize_judge_scores as summarize_judge_scores,
@@ -395,6 +401,8 @@ _EXPORTS: dict[str, str] = {
     "LocalLogprobJudge": "trait_lab.evaluation",
     "summarize_judge_scores": "trait_lab.evaluation",
     "run_sync": "trait_lab.evaluation",
+    "search_coefficients": "trait_lab.evaluation",
+    "SearchSettings": "trait_lab.evaluation",
     "SteeringRunRecord": "trait_lab.evaluation",
     "SteeringResults": "trait_lab.evaluation",
     "SteeringEntry": "trait_lab.evaluation",

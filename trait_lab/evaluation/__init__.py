@@ -1,4 +1,4 @@
-"""Steering evaluation: judges, judge scores, offline coherence, results logs (search next)."""
+"""Steering evaluation: judges, offline coherence, results logs, coefficient search."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from trait_lab.evaluation.results import (
     SteeringEntry,
     SteeringResults,
     SteeringRunRecord,
+    config_key,
 )
 from trait_lab.evaluation.scoring import (
     MAX_SCORE,
@@ -41,6 +42,12 @@ from trait_lab.evaluation.scoring import (
     number_value,
     score_from_logprobs,
     summarize_judge_scores,
+)
+from trait_lab.evaluation.search import (
+    SearchSettings,
+    Track,
+    search_coefficients,
+    track_configs,
 )
 
 __all__ = [
@@ -59,11 +66,14 @@ __all__ = [
     "LocalLogprobJudge",
     "ResultsLog",
     "ResultsMismatchError",
+    "SearchSettings",
     "SteeringEntry",
     "SteeringResults",
     "SteeringRunRecord",
+    "Track",
     "answer_nll",
     "coherence_prompt",
+    "config_key",
     "expected_score",
     "number_sequences",
     "number_value",
@@ -71,7 +81,9 @@ __all__ = [
     "run_sync",
     "score_configs",
     "score_from_logprobs",
+    "search_coefficients",
     "steered_answers",
     "summarize_judge_scores",
+    "track_configs",
     "trait_prompt",
 ]

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = [
     "SteeringEntry",
     "SteeringResults",
     "SteeringRunRecord",
+    "config_key",
 ]
 
 RESULTS_FILE = "results.jsonl"
@@ -110,11 +112,9 @@ class SteeringEntry(Record):
 
     @property
     def key(self) -> str:
-        """Identifies the configuration (component, method, layers and coefficients)."""
-        spots = ",".join(
-            f"L{layer}@{c:+g}" for layer, c in zip(self.layers, self.coefficients, strict=True)
-        )
-        return f"{self.component}/{self.method}/{spots}"
+        """Identifies the configuration (see :func:`config_key`)."""
+        config = dict(zip(self.layers, self.coefficients, strict=True))
+        return config_key(config, self.component, self.method)
 
     @classmethod
     def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +123,17 @@ class SteeringEntry(Record):
             "layers": tuple(data["layers"]),
             "coefficients": tuple(data["coefficients"]),
         }
+
+
+def config_key(config: Mapping[int, float], component: str, method: str) -> str:
+    """The key of a steering configuration ``{layer: coefficient}`` in a results log.
+
+    Example:
+        >>> config_key({12: 3.0, 9: -1.5}, "residual", "probe")
+        'residual/probe/L9@-1.5,L12@+3'
+    """
+    spots = ",".join(f"L{layer}@{config[layer]:+.10g}" for layer in sorted(config))
+    return f"{component}/{method}/{spots}"
 
 
 def _items(owner: str, name: str, value: Any) -> tuple[Any, ...]:
