@@ -9,7 +9,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import nn
 
 import trait_lab
 import widgets as widgets_package
+from trait_lab.models.architectures import find_layers
 
 _NEW_PLOT = re.compile(r"Plotly\.newPlot\(\s*")
 
@@ -85,6 +86,36 @@ class _DeprecationLog(logging.Handler):
             self.found.append(f"transformers log: {message} (from {where})")
 
 
+def _silenced_by_its_library(
+    message: Any, category: type[Warning], stacklevel: int, baseline: list[Any]
+) -> bool:
+    """Whether the filter Python applies to this warning is an "ignore" added since ``baseline``.
+
+    A library that wraps its own call in ``warnings.catch_warnings()`` plus
+    ``filterwarnings("ignore", ...)`` (plotly 6 does, building its default template) hides the
+    warning from every user, so it is not ours to report. Filters active before the check began
+    (Python's defaults, pytest's, the user's) excuse nothing, even an equal one added again: each
+    ``filterwarnings`` call makes a new entry, so entries are compared by identity. Called from
+    the replacement ``warnings.warn`` with the ``stacklevel`` it was given.
+    """
+    try:
+        frame = sys._getframe(stacklevel + 1)
+        module, lineno = frame.f_globals.get("__name__", "<string>"), frame.f_lineno
+    except ValueError:  # the stack is shallower than stacklevel: warnings.warn says "sys"
+        module, lineno = "sys", 1
+    text = str(message)
+    for rule in warnings.filters:  # the first match decides, as in warnings.warn_explicit
+        action, msg, cat, mod, line = rule
+        if (
+            (msg is None or msg.match(text))
+            and issubclass(category, cat)
+            and (mod is None or mod.match(module))
+            and (line == 0 or line == lineno)
+        ):
+            return action == "ignore" and not any(rule is old for old in baseline)
+    return False
+
+
 @contextlib.contextmanager
 def deprecations_from_our_calls() -> Iterator[list[str]]:
     """Collect every DeprecationWarning/FutureWarning (and transformers' logged deprecation
@@ -95,12 +126,13 @@ def deprecations_from_our_calls() -> Iterator[list[str]]:
     """
     found: list[str] = []
     original = warnings.warn
+    baseline = list(warnings.filters)
 
     def warn(message: Any, category: Any = None, stacklevel: int = 1, *args: Any, **kw: Any):
         cls = category or (type(message) if isinstance(message, Warning) else UserWarning)
         if issubclass(cls, (DeprecationWarning, FutureWarning)):
             where = our_frame()
-            if where:
+            if where and not _silenced_by_its_library(message, cls, stacklevel, baseline):
                 found.append(f"{cls.__name__}: {message} (from {where})")
         return original(message, category, stacklevel + 1, *args, **kw)
 
@@ -130,6 +162,59 @@ def warm(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
     """Run once with output_hidden_states so HF installs its own (permanent) capture hooks."""
     with torch.no_grad():
         model(**batch, output_hidden_states=True)
+
+
+def edit_block_output(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
+    """A plain torch forward hook that replaces a block's hidden states ``h`` with ``fn(h)``.
+
+    Blocks return a tensor on transformers 5 but a ``(hidden, ...)`` tuple on 4.57 for gemma2/3,
+    gpt2 and gpt_neox; a test's own reference edit must work on both.
+    """
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    return hook
+
+
+@contextlib.contextmanager
+def residual_stream(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The residual stream as the model's own blocks read it, indexed like ``hidden_states``.
+
+    Filled by a forward pass inside the ``with``: entry ``L`` is what block ``L`` reads, the last
+    entry the last block's output, so entry ``L + 1`` is block ``L``'s output after every hook on
+    it. Plain torch hooks, removed on exit. ``output_hidden_states`` is no reference for a hooked
+    forward: transformers 4.56-4.57 record it inside each block's ``forward``, before forward
+    hooks run, so an edit hooked onto block ``L`` is missing from ``hidden_states[L + 1]`` there
+    (the model itself, and every later entry, do see it).
+    """
+    _, blocks = find_layers(model)
+    stream: list[torch.Tensor] = []
+
+    def reads(i: int) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            h = args[0] if args else kwargs["hidden_states"]
+            del stream[i:]
+            stream.append(h.detach().clone())
+
+        return pre_hook
+
+    def last(module: nn.Module, args: tuple, output: Any) -> None:
+        h = output if isinstance(output, torch.Tensor) else output[0]
+        stream.append(h.detach().clone())
+
+    handles = [
+        block.register_forward_pre_hook(reads(i), with_kwargs=True)
+        for i, block in enumerate(blocks)
+    ]
+    handles.append(blocks[-1].register_forward_hook(last))
+    try:
+        yield stream
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class FakeTokenizer:

@@ -19,293 +19,125 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load lazily
     from trait_lab.activations import (
         ActivationStore as ActivationStore,
-    )
-    from trait_lab.activations import (
         capture_at_position as capture_at_position,
-    )
-    from trait_lab.activations import (
         coefficient_for as coefficient_for,
-    )
-    from trait_lab.activations import (
         extract_representations as extract_representations,
-    )
-    from trait_lab.activations import (
         typical_norms as typical_norms,
     )
     from trait_lab.core import (
         ActivationMetadata as ActivationMetadata,
-    )
-    from trait_lab.core import (
         JudgeResult as JudgeResult,
-    )
-    from trait_lab.core import (
         ModelVariant as ModelVariant,
-    )
-    from trait_lab.core import (
         ProjectionConfig as ProjectionConfig,
-    )
-    from trait_lab.core import (
         VectorResult as VectorResult,
-    )
-    from trait_lab.core import (
         VectorSpec as VectorSpec,
-    )
-    from trait_lab.core import (
         get_model_variant as get_model_variant,
     )
     from trait_lab.dynamics import (
         MassiveDimCollector as MassiveDimCollector,
-    )
-    from trait_lab.dynamics import (
         ProjectionRecord as ProjectionRecord,
-    )
-    from trait_lab.dynamics import (
         ensure_calibration as ensure_calibration,
-    )
-    from trait_lab.dynamics import (
         load_record as load_record,
-    )
-    from trait_lab.dynamics import (
         research_calibration as research_calibration,
-    )
-    from trait_lab.dynamics import (
         run_inference as run_inference,
-    )
-    from trait_lab.dynamics import (
         trait_matrix as trait_matrix,
     )
     from trait_lab.evaluation import (
         JudgeItem as JudgeItem,
-    )
-    from trait_lab.evaluation import (
         LocalLogprobJudge as LocalLogprobJudge,
-    )
-    from trait_lab.evaluation import (
         SearchSettings as SearchSettings,
-    )
-    from trait_lab.evaluation import (
         SteeringEntry as SteeringEntry,
-    )
-    from trait_lab.evaluation import (
         SteeringResults as SteeringResults,
-    )
-    from trait_lab.evaluation import (
         SteeringRunRecord as SteeringRunRecord,
-    )
-    from trait_lab.evaluation import (
         run_sync as run_sync,
-    )
-    from trait_lab.evaluation import (
         search_coefficients as search_coefficients,
-    )
-    from trait_lab.evaluation import (
         summarize_judge_scores as summarize_judge_scores,
     )
     from trait_lab.extraction import (
         METHODS as METHODS,
-    )
-    from trait_lab.extraction import (
         extract_trait as extract_trait,
-    )
-    from trait_lab.extraction import (
         get_method as get_method,
-    )
-    from trait_lab.extraction import (
         run_extraction as run_extraction,
     )
     from trait_lab.generation import (
         Backend as Backend,
-    )
-    from trait_lab.generation import (
         CaptureConfig as CaptureConfig,
-    )
-    from trait_lab.generation import (
         CaptureSpec as CaptureSpec,
-    )
-    from trait_lab.generation import (
         GenerationConfig as GenerationConfig,
-    )
-    from trait_lab.generation import (
         GenerationResult as GenerationResult,
-    )
-    from trait_lab.generation import (
         HookedGenerator as HookedGenerator,
-    )
-    from trait_lab.generation import (
         LocalBackend as LocalBackend,
-    )
-    from trait_lab.generation import (
         ProjectionSpec as ProjectionSpec,
-    )
-    from trait_lab.generation import (
         SamplingConfig as SamplingConfig,
-    )
-    from trait_lab.generation import (
         SteeringConfig as SteeringConfig,
-    )
-    from trait_lab.generation import (
         SteeringSpec as SteeringSpec,
-    )
-    from trait_lab.generation import (
         StreamToken as StreamToken,
-    )
-    from trait_lab.generation import (
         VLLMBackend as VLLMBackend,
-    )
-    from trait_lab.generation import (
         get_backend as get_backend,
     )
     from trait_lab.hooks import (
         AblationHook as AblationHook,
-    )
-    from trait_lab.hooks import (
         ActivationCappingHook as ActivationCappingHook,
-    )
-    from trait_lab.hooks import (
         CaptureHook as CaptureHook,
-    )
-    from trait_lab.hooks import (
         MultiLayerCapture as MultiLayerCapture,
-    )
-    from trait_lab.hooks import (
         MultiLayerProjection as MultiLayerProjection,
-    )
-    from trait_lab.hooks import (
         MultiLayerSteering as MultiLayerSteering,
-    )
-    from trait_lab.hooks import (
         PerPositionSteeringHook as PerPositionSteeringHook,
-    )
-    from trait_lab.hooks import (
         PerSampleSteering as PerSampleSteering,
-    )
-    from trait_lab.hooks import (
         ProjectionHook as ProjectionHook,
-    )
-    from trait_lab.hooks import (
         SteeringHook as SteeringHook,
-    )
-    from trait_lab.hooks import (
         apply_edit as apply_edit,
     )
     from trait_lab.io import (
         ActivationReader as ActivationReader,
-    )
-    from trait_lab.io import (
         ActivationWriter as ActivationWriter,
-    )
-    from trait_lab.io import (
         load_activations as load_activations,
-    )
-    from trait_lab.io import (
         load_vector as load_vector,
-    )
-    from trait_lab.io import (
         save_activations as save_activations,
-    )
-    from trait_lab.io import (
         save_vector as save_vector,
     )
     from trait_lab.math import (
         accuracy as accuracy,
-    )
-    from trait_lab.math import (
         batch_cosine_similarity as batch_cosine_similarity,
-    )
-    from trait_lab.math import (
         compute_top_pcs_by_variance as compute_top_pcs_by_variance,
-    )
-    from trait_lab.math import (
         cosine_similarity as cosine_similarity,
-    )
-    from trait_lab.math import (
         denoise_with_pcs as denoise_with_pcs,
-    )
-    from trait_lab.math import (
         effect_size as effect_size,
-    )
-    from trait_lab.math import (
         grand_mean_center as grand_mean_center,
-    )
-    from trait_lab.math import (
         orthogonalize as orthogonalize,
-    )
-    from trait_lab.math import (
         pairwise_cosine_matrix as pairwise_cosine_matrix,
-    )
-    from trait_lab.math import (
         pca as pca,
-    )
-    from trait_lab.math import (
         pca_norm_correlation as pca_norm_correlation,
-    )
-    from trait_lab.math import (
         pearson_correlation as pearson_correlation,
-    )
-    from trait_lab.math import (
         polarity_correct as polarity_correct,
-    )
-    from trait_lab.math import (
         project_out_subspace as project_out_subspace,
-    )
-    from trait_lab.math import (
         projection as projection,
-    )
-    from trait_lab.math import (
         representational_similarity as representational_similarity,
-    )
-    from trait_lab.math import (
         trait_clusters as trait_clusters,
-    )
-    from trait_lab.math import (
         vector_set_comparison as vector_set_comparison,
     )
     from trait_lab.models import (
         cache_keyword as cache_keyword,
-    )
-    from trait_lab.models import (
         detect_contribution_paths as detect_contribution_paths,
-    )
-    from trait_lab.models import (
         forward_offset as forward_offset,
-    )
-    from trait_lab.models import (
         get_hook_path as get_hook_path,
-    )
-    from trait_lab.models import (
         load_model as load_model,
     )
     from trait_lab.prompts import (
         Position as Position,
-    )
-    from trait_lab.prompts import (
         format_prompt as format_prompt,
-    )
-    from trait_lab.prompts import (
         load_prompt_set as load_prompt_set,
     )
     from trait_lab.traits import (
         list_traits as list_traits,
-    )
-    from trait_lab.traits import (
         load_trait as load_trait,
-    )
-    from trait_lab.traits import (
         validate_trait as validate_trait,
     )
     from trait_lab.vectors import (
         VectorGrid as VectorGrid,
-    )
-    from trait_lab.vectors import (
         load_selected as load_selected,
-    )
-    from trait_lab.vectors import (
         load_vector_grid as load_vector_grid,
-    )
-    from trait_lab.vectors import (
         select_vector as select_vector,
-    )
-    from trait_lab.vectors import (
         select_vectors as select_vectors,
     )
 

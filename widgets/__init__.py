@@ -15,11 +15,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load lazily
-    from widgets.common.export import ExportBar as ExportBar
-    from widgets.common.export import export_figure as export_figure
-    from widgets.common.figures import metrics_heatmap as metrics_heatmap
-    from widgets.common.figures import projection_histogram as projection_histogram
-    from widgets.common.figures import token_heatmap as token_heatmap
+    from widgets.common.export import ExportBar as ExportBar, export_figure as export_figure
+    from widgets.common.figures import (
+        metrics_heatmap as metrics_heatmap,
+        projection_histogram as projection_histogram,
+        token_heatmap as token_heatmap,
+    )
     from widgets.common.token_stream import TokenStream as TokenStream
     from widgets.dynamics.figures import dynamics_figure as dynamics_figure
     from widgets.dynamics.view import TraitDynamics as TraitDynamics

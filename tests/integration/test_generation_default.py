@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import edit_block_output, residual_stream
 from trait_lab.generation.generator import CaptureConfig, HookedGenerator, SteeringConfig
 
 pytestmark = pytest.mark.integration
@@ -71,17 +72,16 @@ def test_steered_cache_equals_no_cache_and_captures_line_up(default_model, chat_
     pos = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
     c = torch.tensor(coefs)
 
-    def add(module, args, out):
-        keep = (torch.arange(out.shape[1]) >= prompt_len - 1).float()
-        return out + c[:, None, None] * keep[None, :, None] * v
+    def add(h):
+        keep = (torch.arange(h.shape[1]) >= prompt_len - 1).float()
+        return h + c[:, None, None] * keep[None, :, None] * v
 
-    # prepend, so HF's own hidden-state recorder sees the steered output
-    handle = model.model.layers[10].register_forward_hook(add, prepend=True)
+    # the reference reads what each block reads: transformers 4.57's output_hidden_states records
+    # block 10's output before this hook runs
+    handle = model.model.layers[10].register_forward_hook(edit_block_output(add))
     try:
-        with torch.no_grad():
-            out = model(
-                input_ids=seq, attention_mask=full_mask, position_ids=pos, output_hidden_states=True
-            )
+        with residual_stream(model) as hidden, torch.no_grad():
+            out = model(input_ids=seq, attention_mask=full_mask, position_ids=pos)
     finally:
         handle.remove()
     # the no-cache forward's greedy choices reproduce every generated token
@@ -91,7 +91,7 @@ def test_steered_cache_equals_no_cache_and_captures_line_up(default_model, chat_
         for layer in (10, 20):
             torch.testing.assert_close(
                 result.activations[layer]["residual"],
-                out.hidden_states[layer + 1][i, prompt_len:],
+                hidden[layer + 1][i, prompt_len:],
                 rtol=1e-4,
                 atol=1e-3,
             )

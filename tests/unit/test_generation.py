@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import hook_counts, warm
+from tests.helpers import edit_block_output, hook_counts, residual_stream, warm
 from trait_lab.generation.generator import (
     CaptureConfig,
     HookedGenerator,
@@ -270,19 +270,15 @@ def test_captures_equal_a_no_cache_forward_over_the_final_sequence() -> None:
     mask = torch.ones_like(ids)
     for i, pad in enumerate(PADS):
         mask[i, :pad] = 0
-    with torch.no_grad():
-        handle = model.model.layers[1].register_forward_hook(
-            lambda m, a, out: out + _steer_delta(v, coefs, 0)(out.shape[1])
-        )
-        try:
-            hidden = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=_positions(mask),
-                output_hidden_states=True,
-            ).hidden_states
-        finally:
-            handle.remove()
+    delta = _steer_delta(v, coefs, 0)
+    handle = model.model.layers[1].register_forward_hook(
+        edit_block_output(lambda h: h + delta(h.shape[1]))
+    )
+    try:
+        with residual_stream(model) as hidden, torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask))
+    finally:
+        handle.remove()
     units = vectors / vectors.norm(dim=-1, keepdim=True)
     for i, result in enumerate(results):
         n = len(result.token_ids)
@@ -296,8 +292,9 @@ def test_captures_equal_a_no_cache_forward_over_the_final_sequence() -> None:
         assert result.norms[2].shape == (n,)
         assert result.prompt_projections[2].shape == (6 - PADS[i], 2)
         assert result.activations[2]["mlp_contribution"].shape == (n, HIDDEN)
-        # projection of layer 2's residual equals capture @ unit vectors
+        # layer 2 (the last block, downstream of the steering) and its projection
         residual2 = result.activations[2]["residual"]
+        torch.testing.assert_close(residual2, hidden[3][i, 6 : 6 + n], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(proj, residual2.float() @ units.T, rtol=1e-5, atol=1e-5)
 
 

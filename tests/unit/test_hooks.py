@@ -1,12 +1,18 @@
-"""Hooks against independent references: HF's hidden states, generate, and the formulas."""
+"""Hooks against independent references: what each block reads, generate, and the formulas.
+
+The residual stream comes from plain torch hooks (``tests.helpers.residual_stream``), not from
+``output_hidden_states``: transformers 4.57 records that before forward hooks run.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 from torch import nn
 
-from tests.helpers import hook_counts, warm
+from tests.helpers import hook_counts, residual_stream, warm
 from trait_lab.hooks import (
     AblationHook,
     ActivationCappingHook,
@@ -24,9 +30,11 @@ from trait_lab.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model
 HIDDEN = 32
 
 
-def _hidden(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    with torch.no_grad():
-        return model(**batch, output_hidden_states=True).hidden_states
+def _stream(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Entry ``L`` is what block ``L`` reads; entry ``L + 1`` is block ``L``'s hooked output."""
+    with residual_stream(model) as stream, torch.no_grad():
+        model(**batch)
+    return stream
 
 
 def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -44,17 +52,60 @@ def test_coefficient_zero_is_bit_identical(arch: str) -> None:
     assert torch.equal(before, during)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_steering_adds_exactly_at_its_layer(arch: str) -> None:
     model = tiny_model(arch)
     batch = tiny_batch(2, 5)
     v = torch.randn(HIDDEN)
-    plain = _hidden(model, batch)
+    plain = _stream(model, batch)
     with SteeringHook(model, v, 1, coefficient=3.0):
-        steered = _hidden(model, batch)
+        steered = _stream(model, batch)
     torch.testing.assert_close(steered[1], plain[1], rtol=0, atol=0)  # upstream untouched
-    torch.testing.assert_close(steered[2], plain[2] + 3.0 * v)
+    torch.testing.assert_close(steered[2], plain[2] + 3.0 * v)  # what block 2 reads
     assert not torch.allclose(steered[3], plain[3] + 3.0 * v)  # it propagates non-trivially
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_output_hidden_states_show_hook_edits_on_transformers_5(arch: str) -> None:
+    """The dispatch hook is prepended, so HF's recorders (forward hooks since transformers 5)
+    see the edited stream; 4.57 records inside forward, before hooks (trait_lab.hooks.base)."""
+    if Version(transformers.__version__).major < 5:
+        pytest.skip("transformers 4 records hidden_states before forward hooks run")
+    model = tiny_model(arch)
+    with (
+        SteeringHook(model, torch.randn(HIDDEN), 1, coefficient=3.0),
+        residual_stream(model) as stream,
+        torch.no_grad(),
+    ):
+        hidden = model(**tiny_batch(2, 5), output_hidden_states=True).hidden_states
+    for layer in range(len(stream) - 1):  # HF's last entry is the final norm's output
+        torch.testing.assert_close(hidden[layer], stream[layer], rtol=0, atol=0)
+
+
+def test_steering_a_block_that_returns_a_tuple_edits_its_first_item() -> None:
+    """Blocks of gemma2/3, gpt2 and gpt_neox return ``(hidden, ...)`` on transformers 4.57 and a
+    tensor on 5, so the tuple path gets a model of its own."""
+
+    class TupleBlock(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+            return self.linear(x), "extra"
+
+    class Reader(nn.Module):
+        def forward(self, pair: tuple[torch.Tensor, str]) -> torch.Tensor:
+            assert pair[1] == "extra"
+            return pair[0]
+
+    model = nn.Sequential(TupleBlock(), Reader())
+    v, x = torch.randn(4), torch.randn(2, 3, 4)
+    with torch.no_grad():
+        plain = model(x)
+        with SteeringHook(model, v, "0", coefficient=2.0):
+            steered = model(x)
+    torch.testing.assert_close(steered, plain + 2.0 * v)
 
 
 def test_coefficient_can_change_while_registered() -> None:

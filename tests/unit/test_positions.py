@@ -6,8 +6,7 @@ import re
 
 import pytest
 import torch
-from hypothesis import assume, given
-from hypothesis import strategies as st
+from hypothesis import assume, given, strategies as st
 
 from trait_lab.prompts import (
     FRAMES,

@@ -2,7 +2,8 @@
 
 Ground truth is independent of the hooks: HF's ``output_hidden_states`` (``hidden_states[i + 1]``
 is decoder layer ``i``'s output for all but the last layer; the last entry is the final norm's
-output) and running each sample alone at batch size 1.
+output) and running each sample alone at batch size 1. Under steering, what the next block reads
+(``tests.helpers.residual_stream``): transformers 4.57 records hidden states before hooks run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import residual_stream
 from trait_lab.activations import ActivationStore, extract_representations
 from trait_lab.hooks import AblationHook, SteeringHook
 from trait_lab.io import (
@@ -202,14 +204,15 @@ class TestActivationStore:
         with (
             ActivationStore(model, ["model.layers.1"]) as store,
             SteeringHook(model, v, 1, 2.0),
+            residual_stream(model) as stream,
             torch.no_grad(),
         ):
-            out = model(**batch, output_hidden_states=True)
+            model(**batch)
             # one trait_lab dispatch hook serves both: the store is an observer, not a raw hook
             assert len(model.model.layers[1]._forward_hooks) == len(before["model.layers.1"]) + 1
         got = store.get("model.layers.1")
         torch.testing.assert_close(got, plain.get("model.layers.1") + 2.0 * v)
-        torch.testing.assert_close(got, out.hidden_states[2], rtol=0, atol=0)
+        torch.testing.assert_close(got, stream[2], rtol=0, atol=0)  # what block 2 read
         assert hooks(model) == before
 
     def test_sees_ablation_in_either_order(self) -> None:

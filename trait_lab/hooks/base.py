@@ -3,6 +3,11 @@
 A hook context registers PyTorch hooks on ``__enter__`` and removes every one of them on
 ``__exit__``, also when the body raised. Vector math runs in fp32 whatever the model dtype and
 the result is cast back; vectors follow the activations to their device on first use.
+
+Limitation: on transformers 4.57, ``output_hidden_states`` is recorded inside each block's
+``forward``, before any forward hook runs, so ``hidden_states[L + 1]`` misses an edit hooked onto
+block ``L`` (the model, and every later entry, do see it). Read hooked activations with
+``CaptureHook`` or ``MultiLayerCapture``; transformers 5 records with hooks that run after ours.
 """
 
 from __future__ import annotations
@@ -145,8 +150,8 @@ class _Dispatch:
 
     Editors (steering, ablation, capping) run in registration order; observers (capture,
     projection) then all see the final, edited tensor, whatever order the contexts were
-    entered in. The torch hook is prepended, so HF's own recorders (``output_hidden_states``)
-    also see the edited stream.
+    entered in. The torch hook is prepended, so other forward hooks on the module (HF's own
+    ``output_hidden_states`` recorders on transformers 5) also see the edited stream.
     """
 
     def __init__(self, module: nn.Module, name: str, is_input: bool) -> None:
