@@ -179,8 +179,8 @@ class LocalLogprobJudge:
     one batched forward over every spelling (the prompt's KV cache repeated) per judgement.
 
     Args:
-        model, tokenizer: any Hugging Face causal LM and its tokenizer (chat template used when
-            it has one).
+        model: any Hugging Face causal LM.
+        tokenizer: its tokenizer (its chat template is used when it has one).
         min_mass: least probability on numbers for a score (see ``MIN_NUMBER_MASS``).
 
     Example:
