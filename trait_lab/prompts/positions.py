@@ -31,13 +31,18 @@ from dataclasses import dataclass
 import torch
 
 from trait_lab.prompts.offsets import Span, TurnSpan, frame_range, row_padding
-from trait_lab.prompts.position_syntax import FRAMES, parse_position_text, unknown_frame_error
+from trait_lab.prompts.position_syntax import (
+    FRAMES,
+    ParsedPosition,
+    parse_position_text,
+    unknown_frame_error,
+)
 
 __all__ = ["Position", "resolve_batch"]
 
 
 @dataclass(frozen=True)
-class Position:
+class Position(ParsedPosition):
     """A parsed position: a frame, an index or a slice, and optionally a chat turn.
 
     Build one with :meth:`parse`. Exactly one of ``index`` (a single token) or the slice
@@ -47,13 +52,6 @@ class Position:
         >>> Position.parse("response[2:10:2]")
         Position(frame='response', index=None, start=2, stop=10, step=2, turn=None)
     """
-
-    frame: str
-    index: int | None = None
-    start: int | None = None
-    stop: int | None = None
-    step: int | None = None
-    turn: int | None = None
 
     def __post_init__(self) -> None:
         if self.frame not in FRAMES:
