@@ -150,6 +150,26 @@ def deprecations_from_our_calls() -> Iterator[list[str]]:
 # --- models, tokenizers and calibrations for tests -------------------------------------------
 
 
+def dies_on_call(monkeypatch: Any, owner: Any, name: str, n: int) -> Callable[..., Any]:
+    """Make ``owner.name`` raise KeyboardInterrupt (a kill, as the run sees it) on call ``n``.
+
+    Works for functions of a module and methods of a class alike; returns the original so a
+    test can put it back before resuming.
+    """
+    real = getattr(owner, name)
+    calls = 0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return real
+
+
 def hook_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Number of forward hooks and pre-hooks on every module (to prove nothing leaked)."""
     return {

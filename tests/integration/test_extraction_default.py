@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import dies_on_call
 from trait_lab.extraction.methods import get_method
 from trait_lab.extraction.pipeline import (
     METRICS_LOG,
@@ -78,16 +79,7 @@ def test_killed_run_resumes_without_redoing_finished_layers(
 ) -> None:
     settings = ExtractionSettings(methods=("mean_diff", "probe"), layers=(6, 20))
     probe = type(get_method("probe"))
-    real = probe.extract
-    calls = {"n": 0}
-
-    def dies_on_second_probe(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(probe, "extract", dies_on_second_probe)
+    real = dies_on_call(monkeypatch, probe, "extract", 2)
     with pytest.raises(KeyboardInterrupt):
         extract_trait(*default_model, "refusal", tmp_path, settings)
     monkeypatch.setattr(probe, "extract", real)

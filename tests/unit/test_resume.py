@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import trait_lab.dynamics.inference as inference_module
-from tests.helpers import PROMPTS, make_tokenizer
+from tests.helpers import PROMPTS, dies_on_call, make_tokenizer
 from trait_lab.core.paths import activations_path, calibration_path, records_dir
 from trait_lab.dynamics.inference import run_inference
 from trait_lab.dynamics.records import load_record
@@ -46,16 +46,7 @@ class TestExtraction:
         self, model_and_tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         probe = type(get_method("probe"))
-        real = probe.extract
-        calls = {"n": 0}
-
-        def dies_on_second_probe(self, *args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-            return real(self, *args, **kwargs)
-
-        monkeypatch.setattr(probe, "extract", dies_on_second_probe)
+        real = dies_on_call(monkeypatch, probe, "extract", 2)
         with pytest.raises(KeyboardInterrupt):
             extract_trait(*model_and_tokenizer, "refusal", tmp_path / "run", SETTINGS)
         monkeypatch.setattr(probe, "extract", real)
@@ -127,16 +118,7 @@ class TestInference:
     def test_killed_run_resumes(
         self, model_and_tokenizer, traits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        real = inference_module.project_prompts
-        calls = {"n": 0}
-
-        def dies_on_second_prompt(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(inference_module, "project_prompts", dies_on_second_prompt)
+        real = dies_on_call(monkeypatch, inference_module, "project_prompts", 2)
         with pytest.raises(KeyboardInterrupt):
             self.run(model_and_tokenizer, traits, tmp_path)
         folder = records_dir("exp", "instruct", "set", tmp_path)
