@@ -106,8 +106,10 @@ def answer_nll(
             position_ids=padded_positions(mask).to(device),
             use_cache=False,
         ).logits
-        logp = torch.log_softmax(logits[:, :-1].double(), dim=-1).cpu()
-        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [batch, width - 1]
+        # answers end every left-padded row: only the last `tail` positions are scored
+        tail = min(max(1, max(n for _, n in chunk)), ids.shape[1] - 1)
+        logp = torch.log_softmax(logits[:, -tail - 1 : -1].double(), dim=-1).cpu()
+        token_logp = logp.gather(-1, ids[:, -tail:, None]).squeeze(-1)  # [batch, tail]
         for i, (_, n_reply) in enumerate(chunk):
             out.append(float(-token_logp[i, -n_reply:].mean()) if n_reply else math.nan)
     return out
