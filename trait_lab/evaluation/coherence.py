@@ -107,9 +107,10 @@ def answer_nll(
             use_cache=False,
         ).logits
         # answers end every left-padded row: only the last `tail` positions are scored
-        tail = min(max(1, max(n for _, n in chunk)), ids.shape[1] - 1)
-        logp = torch.log_softmax(logits[:, -tail - 1 : -1].double(), dim=-1).cpu()
-        token_logp = logp.gather(-1, ids[:, -tail:, None]).squeeze(-1)  # [batch, tail]
+        tail = min(max(n for _, n in chunk), ids.shape[1] - 1)
+        width = ids.shape[1]
+        logp = torch.log_softmax(logits[:, width - tail - 1 : -1].double(), dim=-1).cpu()
+        token_logp = logp.gather(-1, ids[:, width - tail :, None]).squeeze(-1)  # [batch, tail]
         for i, (_, n_reply) in enumerate(chunk):
             out.append(float(-token_logp[i, -n_reply:].mean()) if n_reply else math.nan)
     return out
