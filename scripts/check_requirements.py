@@ -1,7 +1,7 @@
 """Check installed packages against trait_lab's declared requirements, or print lower bounds.
 
 ``python scripts/check_requirements.py`` fails (exit 1) when an installed package does not
-satisfy trait_lab's requirements (the package and its notebooks/dev extras): scripts/setup.sh
+satisfy trait_lab's requirements (the package and its notebooks/serve/dev extras): scripts/setup.sh
 installs the lock with ``--no-deps`` (so a user's torch is never replaced), and this makes sure
 the result is still consistent with pyproject.toml's bounds instead of failing later in a test.
 
@@ -17,11 +17,11 @@ from importlib import metadata
 
 from packaging.requirements import Requirement
 
-EXTRAS = ("notebooks", "dev")
+EXTRAS = ("notebooks", "serve", "dev")
 
 
 def requirements() -> Iterator[Requirement]:
-    """trait_lab's requirements that apply to the package or its notebooks/dev extras."""
+    """trait_lab's requirements that apply to the package or its notebooks/serve/dev extras."""
     env = [{"extra": extra} for extra in ("", *EXTRAS)]
     for line in metadata.requires("trait_lab") or []:
         req = Requirement(line)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refresh requirements.lock: every package trait_lab and its notebook/dev extras need, pinned with
+# Refresh requirements.lock: every package trait_lab and its notebook/serve/dev extras need, pinned with
 # hashes, resolved by `uv pip compile` for every platform (Python >= 3.11, one version of each package). torch and its CUDA
 # runtime packages are resolved (scripts/lock-constraints.txt pins torch) but not emitted, so
 # installing the lock never replaces a user's torch. Run `make test` afterwards and commit the
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m uv --version >/dev/null 2>&1 || "$PY" -m pip install -q uv
 compile() {
-  "$PY" -m uv pip compile pyproject.toml --extra notebooks --extra dev \
+  "$PY" -m uv pip compile pyproject.toml --extra notebooks --extra serve --extra dev \
     --universal --python-version 3.11 --fork-strategy fewest --generate-hashes \
     --constraint scripts/lock-constraints.txt --quiet "$@"
 }

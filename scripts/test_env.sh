@@ -17,7 +17,7 @@ TORCH_VERSION=$(sed -n 's/^torch==//p' scripts/lock-constraints.txt)
 "$VPY" -m pip install -q "torch==$TORCH_VERSION"
 case "$MODE" in
   latest)
-    "$VPY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[notebooks,dev]"
+    "$VPY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[notebooks,serve,dev]"
     ;;
   oldest)
     "$VPY" -m pip install -q --no-deps --require-hashes -r requirements.lock
