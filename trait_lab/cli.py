@@ -1,6 +1,7 @@
 """The one command line: ``trait-lab …`` (also ``python -m trait_lab …``).
 
 * ``trait-lab extract --trait optimism`` — extract a trait's vectors for an experiment;
+* ``trait-lab evaluate --trait optimism`` — does the trait's vector steer, where, how hard;
 * ``trait-lab calibrate [--prompt-set S]`` — find massive dims;
 * ``trait-lab model fetch | info`` — prepare the embedded default model, list the cache.
 
@@ -17,6 +18,7 @@ import time
 
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.dynamics.calibration import ensure_calibration, research_calibration
+from trait_lab.evaluation.search import SearchSettings
 from trait_lab.extraction.methods import METHODS
 from trait_lab.extraction.pipeline import run_extraction
 from trait_lab.models.cache import (
@@ -28,6 +30,8 @@ from trait_lab.models.cache import (
     installed_default_gguf,
 )
 from trait_lab.models.loading import DEFAULT_MODEL, fetch_default_model, load_model
+from trait_lab.serve.cli import add_serve_parser
+from trait_lab.vectors.evaluate import run_evaluation
 
 PROG = "trait-lab"
 
@@ -50,6 +54,41 @@ def _extract(args: argparse.Namespace) -> int:
         print(
             f"{row.method:16s} best layer {row.layer:2d}: held-out accuracy "
             f"{row.val_accuracy:.2f}, effect size {row.val_effect_size:.2f}"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = SearchSettings(
+        start=args.start,
+        fractions=tuple(args.fractions) if args.fractions else None,
+        max_new_tokens=args.max_new_tokens,
+        max_rounds=args.max_rounds,
+    )
+    summary = run_evaluation(
+        args.experiment,
+        args.trait,
+        args.variant,
+        run=args.run_name,
+        candidates=args.candidates,
+        layers=args.layers,
+        methods=args.methods,
+        settings=settings,
+        threshold=args.threshold,
+        max_questions=args.questions,
+    )
+    base = summary.report_baseline
+    print(f"{summary.trait}: unsteered trait score {base.trait_mean:.1f} on the report questions")
+    for direction in (1, -1):
+        rec = summary.recommended(direction)
+        if rec is None:
+            print(f"  {direction:+d}: no coherent configuration moved the trait this way")
+            continue
+        state = "validated" if rec.validated else "NOT confirmed on the held-out questions"
+        print(
+            f"  {direction:+d}: {rec.search_key} (fraction {rec.fraction or 0:+.3f}): report "
+            f"delta {rec.report_delta:+.1f}, coherence {rec.report_coherence:.0f} — {state}"
         )
     return 0
 
@@ -127,6 +166,23 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--generate-responses", action="store_true")
     extract.add_argument("--overwrite", action="store_true")
     extract.set_defaults(run=_extract)
+    evaluate = sub.add_parser(
+        "evaluate", help="search steering coefficients for a trait's extracted vectors"
+    )
+    evaluate.add_argument("--experiment", default="default")
+    evaluate.add_argument("--trait", required=True, help="a starter trait name or a trait folder")
+    evaluate.add_argument("--variant", default=None)
+    evaluate.add_argument("--run", dest="run_name", default="default", help="run folder name")
+    evaluate.add_argument("--candidates", type=int, default=2, help="extracted vectors to try")
+    evaluate.add_argument("--layers", nargs="+", type=int, default=None)
+    evaluate.add_argument("--methods", nargs="+", default=None, choices=METHODS)
+    evaluate.add_argument("--start", type=float, default=0.02, help="first fraction of the norm")
+    evaluate.add_argument("--fractions", nargs="+", type=float, default=None, help="a grid")
+    evaluate.add_argument("--max-rounds", type=int, default=10)
+    evaluate.add_argument("--max-new-tokens", type=int, default=48)
+    evaluate.add_argument("--threshold", type=float, default=70.0, help="coherence needed")
+    evaluate.add_argument("--questions", type=int, default=None, help="use the first N only")
+    evaluate.set_defaults(run=_evaluate)
     calibrate = sub.add_parser(
         "calibrate", help="find massive dims: the variant's calibration, or a named prompt set"
     )
@@ -145,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_model_info)
     for command in (fetch, info):
         command.add_argument("--cache-dir", help="cache folder (default $TRAIT_LAB_CACHE)")
+    add_serve_parser(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
     from widgets.common.token_stream import TokenStream as TokenStream
     from widgets.dynamics.figures import dynamics_figure as dynamics_figure
     from widgets.dynamics.view import TraitDynamics as TraitDynamics
+    from widgets.evaluation.figures import steering_curves as steering_curves
     from widgets.geometry.explorer import GeometryExplorer as GeometryExplorer
     from widgets.steering.panel import SteeringPanel as SteeringPanel
 
@@ -38,6 +39,7 @@ _WHERE = {
     "projection_histogram": "widgets.common.figures",
     "token_heatmap": "widgets.common.figures",
     "dynamics_figure": "widgets.dynamics.figures",
+    "steering_curves": "widgets.evaluation.figures",
 }
 __all__ = sorted(_WHERE)
 

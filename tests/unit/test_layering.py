@@ -36,7 +36,7 @@ LAYERS = (
 #: top-level modules of trait_lab above every layer (the facade ``__init__`` is checked apart)
 TOP = ("serve", "cli", "testing", "__main__")
 #: widgets' subpackages, lowest first
-WIDGET_LAYERS = ("common", "steering", "dynamics", "geometry")
+WIDGET_LAYERS = ("common", "steering", "evaluation", "dynamics", "geometry")
 #: third-party packages that may be imported inside a function (optional or slow to import)
 LAZY_OK = {"vllm", "kaleido", "peft", "playwright", "fastapi", "uvicorn", "openai"}
 

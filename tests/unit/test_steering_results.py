@@ -65,6 +65,14 @@ def test_deltas_best_and_responses_beside(tmp_path) -> None:
     saved = json.loads((tmp_path / best_up.responses).read_text())
     assert saved["key"] == best_up.key and "answer at" in saved["responses"][0]["answer"]
     assert ResultsLog(tmp_path, RUN).results() == results  # reopened: the same
+    opened = ResultsLog.open(tmp_path)  # reopened from its own header
+    assert opened.run == RUN and opened.results() == results
+    assert opened.responses(best_up.key) == saved["responses"]
+    assert opened.responses("baseline") == [{"question": "q", "answer": "plain"}]
+    with pytest.raises(KeyError, match="is not in"):
+        opened.responses("residual/probe/L1@+1")
+    with pytest.raises(FileNotFoundError, match="no steering results"):
+        ResultsLog.open(tmp_path / "nothing")
 
 
 @pytest.mark.parametrize("stop_after", [0, 1, 3])

@@ -56,6 +56,7 @@ def steering_result(**overrides: Any) -> VectorResult:
         delta=12.5,
         coherence=81.0,
         path="vectors/probe_layer9.pt",
+        coefficient=-30.0,
     )
     return VectorResult(**{**kwargs, **overrides})
 
@@ -260,12 +261,21 @@ class TestVectorResult:
         spec = steering_result().to_vector_spec(weight=1.5)
         assert spec == VectorSpec(9, "residual", "response[:]", "probe", 1.5)
 
+    def test_to_vector_spec_carries_the_recommended_coefficient(self) -> None:
+        assert steering_result().to_vector_spec().weight == -30.0
+        extraction = steering_result(
+            source="extraction", delta=None, coherence=None, coefficient=None
+        )
+        assert extraction.to_vector_spec().weight == 1.0
+
     def test_path_like_is_stored_as_str(self) -> None:
         assert steering_result(path=Path("a/b.pt")).path == str(Path("a/b.pt"))
 
     def test_steering_needs_delta_and_coherence(self) -> None:
-        with pytest.raises(ValueError, match=r"source='steering'\) got \{'delta': None.*need both"):
+        with pytest.raises(ValueError, match=r"source='steering'\) got \{'delta': None.*need"):
             steering_result(delta=None)
+        with pytest.raises(ValueError, match=r"'coefficient': None.*delta, coherence and coef"):
+            steering_result(coefficient=None)
 
     def test_extraction_rejects_steering_scores(self) -> None:
         with pytest.raises(ValueError, match=r"source='extraction'.*'coherence': 80\.0"):

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from trait_lab.core import VectorResult
+from trait_lab.generation.backends import LocalBackend
+from trait_lab.io.vectors import save_vector
+from trait_lab.testing import tiny_model
 from widgets.common.runner import LatestRunner
-from widgets.steering.targets import build_specs, steering_targets
+from widgets.steering.panel import SteeringPanel
+from widgets.steering.targets import build_specs, selected_vectors, steering_targets
 
 N, H = 6, 8
 
@@ -137,3 +142,36 @@ class TestRunner:
     def test_negative_debounce(self) -> None:
         with pytest.raises(ValueError, match="debounce must be >= 0"):
             LatestRunner(lambda r, c: None, debounce=-1)
+
+
+class TestSelectedVectors:
+    """A VectorResult from select_vector: its vector at its layer; steering-validated ones start
+    the panel's slider at the recommended coefficient."""
+
+    def _results(self, tmp_path):
+        path = tmp_path / "layer_1.safetensors"
+        save_vector(torch.ones(32), path)
+        common = dict(layer=1, component="residual", position="response[:]", method="probe")
+        steered = VectorResult(
+            **common, source="steering", delta=20.0, coherence=80.0, coefficient=3.0, path=path
+        )
+        extracted = VectorResult(**common, source="extraction", path=path)
+        return steered, extracted
+
+    def test_vectors_and_recommended_coefficients(self, tmp_path) -> None:
+        steered, extracted = self._results(tmp_path)
+        vectors, recommended = selected_vectors({"a": steered, "b": extracted, "c": (_v(), 2)})
+        assert vectors["a"][1] == 1 and torch.equal(vectors["a"][0], torch.ones(32))
+        assert vectors["c"][1] == 2 and recommended == {"a": (1, 3.0)}
+
+    def test_the_panel_starts_at_the_recommended_coefficient(self, tmp_path) -> None:
+        steered, extracted = self._results(tmp_path)
+        backend = LocalBackend(tiny_model(), tokenizer=None, use_chat_template=False)
+        vectors = {"a": steered, "b": extracted}
+        panel = SteeringPanel(backend, vectors, norms=10.0, autorun=False)
+        assert panel.sliders["a"].value == pytest.approx(0.3)  # 3.0 / norm 10 at layer 1
+        assert panel.sliders["b"].value == 0.0 and panel.layers["a"].value == 1
+        panel.close()
+        chosen = SteeringPanel(backend, vectors, norms=10.0, value={"a": -0.1}, autorun=False)
+        assert chosen.sliders["a"].value == pytest.approx(-0.1)  # a value given wins
+        chosen.close()

@@ -31,6 +31,7 @@ from trait_lab.core.paths import (
     record_path,
     records_dir,
     research_dir,
+    steering_dir,
     vector_path,
     vectors_dir,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "research_dir",
     "save_json",
     "set_field",
+    "steering_dir",
     "vector_path",
     "vectors_dir",
 ]

@@ -8,6 +8,8 @@
         extraction/<trait>/<variant>/               extraction_dir()
           activations/<component>.safetensors       activations_path()
           vectors/<component>/<method>/layer_<L>.safetensors     vector_path()
+        steering/<trait>/<variant>/<run>/           steering_dir()
+          search/results.jsonl, report/results.jsonl, summary.json
         inference/<variant>/                        inference_dir()
           massive_activations/calibration.json      calibration_path()
           massive_activations/research/<name>/      research_dir()
@@ -49,6 +51,7 @@ __all__ = [
     "record_path",
     "records_dir",
     "research_dir",
+    "steering_dir",
     "vector_path",
     "vectors_dir",
 ]
@@ -139,6 +142,24 @@ def extraction_dir(
     trait = check_name("extraction_dir", "trait", trait)
     variant = check_name("extraction_dir", "variant", variant)
     return experiment_dir(experiment, root) / "extraction" / trait / variant
+
+
+def steering_dir(
+    experiment: str,
+    trait: str,
+    variant: str,
+    run: str = "default",
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """``<experiments>/<experiment>/steering/<trait>/<variant>/<run>`` (steering evaluation).
+
+    Example:
+        >>> steering_dir("demo", "optimism", "instruct", root="/x").as_posix()
+        '/x/demo/steering/optimism/instruct/default'
+    """
+    names = {"trait": trait, "variant": variant, "run": run}
+    trait, variant, run = (check_name("steering_dir", k, v) for k, v in names.items())
+    return experiment_dir(experiment, root) / "steering" / trait / variant / run
 
 
 def activations_dir(out_dir: str | os.PathLike[str]) -> Path:

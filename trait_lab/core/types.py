@@ -177,13 +177,14 @@ class VectorResult(Record):
     """A scored vector, as returned by vector selection.
 
     Extraction scores (``accuracy``, ``effect_size``, ``polarity_correct``) are optional;
-    ``delta`` and ``coherence`` are required when ``source == "steering"`` and forbidden otherwise.
+    ``delta``, ``coherence`` and the recommended steering ``coefficient`` (signed, residual
+    units) are required when ``source == "steering"`` and forbidden otherwise.
 
     Example:
         >>> r = VectorResult(9, "residual", "response[:]", "probe", "steering", delta=12.0,
-        ...                  coherence=80.0)
-        >>> r.to_vector_spec(weight=2.0).weight
-        2.0
+        ...                  coherence=80.0, coefficient=24.0)
+        >>> r.to_vector_spec().weight, r.to_vector_spec(weight=2.0).weight
+        (24.0, 2.0)
     """
 
     layer: int
@@ -197,30 +198,34 @@ class VectorResult(Record):
     delta: float | None = None
     coherence: float | None = None
     path: str | None = None
+    coefficient: float | None = None
 
     def __post_init__(self) -> None:
         o = "VectorResult"
         _location(o, self)
         check_choice(o, "source", self.source, SOURCES)
         set_field(self, "accuracy", check_opt_float(o, "accuracy", self.accuracy, lo=0.0, hi=1.0))
-        for name in ("effect_size", "delta", "coherence"):
+        for name in ("effect_size", "delta", "coherence", "coefficient"):
             set_field(self, name, check_opt_float(o, name, getattr(self, name)))
         if self.polarity_correct is not None and not isinstance(self.polarity_correct, bool):
             fix = "Wrap numpy/torch values in bool(...)."
             raise invalid(o, "polarity_correct", self.polarity_correct, "True, False or None", fix)
         path = os.fspath(self.path) if isinstance(self.path, os.PathLike) else self.path
         set_field(self, "path", check_str(o, "path", path, optional=True))
-        scores = {"delta": self.delta, "coherence": self.coherence}
+        scores = {"delta": self.delta, "coherence": self.coherence, "coefficient": self.coefficient}
         given = [v is not None for v in scores.values()]
-        if given != ([True, True] if self.source == "steering" else [False, False]):
+        if given != ([True] * 3 if self.source == "steering" else [False] * 3):
             raise ValueError(
-                f"VectorResult(source={self.source!r}) got {scores}: steering results need both "
-                f"delta and coherence, extraction results neither. Pass both scores with "
-                f"source='steering', or neither with source='extraction'."
+                f"VectorResult(source={self.source!r}) got {scores}: steering results need "
+                f"delta, coherence and coefficient, extraction results none of them. Pass all "
+                f"three with source='steering', or none with source='extraction'."
             )
 
-    def to_vector_spec(self, weight: float = 1.0) -> VectorSpec:
-        """Return the :class:`VectorSpec` that identifies this vector, with ``weight``."""
+    def to_vector_spec(self, weight: float | None = None) -> VectorSpec:
+        """The :class:`VectorSpec` of this vector; ``weight`` defaults to the recommended
+        coefficient of a steering result, else 1.0."""
+        if weight is None:
+            weight = 1.0 if self.coefficient is None else self.coefficient
         return VectorSpec(self.layer, self.component, self.position, self.method, weight)
 
 

@@ -25,6 +25,15 @@ from trait_lab.evaluation.judges import (
     run_sync,
     trait_prompt,
 )
+from trait_lab.evaluation.openai_judge import (
+    OPENAI_BASE_URL,
+    JudgeError,
+    JudgeRequestError,
+    JudgeTokenizerError,
+    JudgeUnavailableError,
+    OpenAIJudge,
+)
+from trait_lab.evaluation.probe_judge import PROBE_JUDGE_SCHEMA, ProbeJudge, labelled_answers
 from trait_lab.evaluation.results import (
     RESULTS_FILE,
     RESULTS_SCHEMA,
@@ -46,8 +55,17 @@ from trait_lab.evaluation.scoring import (
 from trait_lab.evaluation.search import (
     SearchSettings,
     Track,
+    evaluate_configs,
     search_coefficients,
     track_configs,
+)
+from trait_lab.evaluation.summary import (
+    SUMMARY_FILE,
+    SUMMARY_SCHEMA,
+    Recommendation,
+    SteeringSummary,
+    read_summary,
+    write_summary,
 )
 
 __all__ = [
@@ -55,28 +73,43 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "MAX_SCORE",
     "MIN_NUMBER_MASS",
+    "OPENAI_BASE_URL",
+    "PROBE_JUDGE_SCHEMA",
     "RESULTS_FILE",
     "RESULTS_SCHEMA",
+    "SUMMARY_FILE",
+    "SUMMARY_SCHEMA",
     "TRAIT_PROMPT",
     "Answer",
     "CoherenceRule",
     "ConfigScore",
     "Judge",
+    "JudgeError",
     "JudgeItem",
+    "JudgeRequestError",
+    "JudgeTokenizerError",
+    "JudgeUnavailableError",
     "LocalLogprobJudge",
+    "OpenAIJudge",
+    "ProbeJudge",
+    "Recommendation",
     "ResultsLog",
     "ResultsMismatchError",
     "SearchSettings",
     "SteeringEntry",
     "SteeringResults",
     "SteeringRunRecord",
+    "SteeringSummary",
     "Track",
     "answer_nll",
     "coherence_prompt",
     "config_key",
+    "evaluate_configs",
     "expected_score",
+    "labelled_answers",
     "number_sequences",
     "number_value",
+    "read_summary",
     "repetition",
     "run_sync",
     "score_configs",
@@ -86,4 +119,5 @@ __all__ = [
     "summarize_judge_scores",
     "track_configs",
     "trait_prompt",
+    "write_summary",
 ]

@@ -35,7 +35,12 @@ from trait_lab.evaluation.scoring import summarize_judge_scores
 from trait_lab.generation.configs import SteeringConfig
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.models.tokens import left_pad, pad_token_id
-from trait_lab.prompts.formatting import encode_text, format_prompt, uses_chat_template
+from trait_lab.prompts.formatting import (
+    PromptLike,
+    encode_text,
+    format_prompt,
+    uses_chat_template,
+)
 
 __all__ = ["Answer", "ConfigScore", "score_configs", "steered_answers"]
 
@@ -59,9 +64,16 @@ class ConfigScore:
     details: list[dict[str, Any]]
 
     def entry(
-        self, config: Config, component: str = "residual", method: str = "probe"
+        self,
+        config: Config,
+        component: str = "residual",
+        method: str = "probe",
+        fraction: float | None = None,
     ) -> SteeringEntry:
-        """The results-log entry of a steered configuration (``delta`` is set by the log)."""
+        """The results-log entry of a steered configuration (``delta`` is set by the log).
+
+        ``fraction``: the signed strength as a fraction of each layer's typical norm, if known.
+        """
         if not config:
             raise ValueError("the unsteered baseline is not an entry; log it with add_baseline")
         layers = tuple(sorted(config))
@@ -74,6 +86,7 @@ class ConfigScore:
             coherence_mean=self.summary.coherence_mean,
             n=self.summary.n,
             coherent=self.coherent,
+            fraction=fraction,
         )
 
 
@@ -97,7 +110,7 @@ def _check_configs(configs: Sequence[Config], vectors: Mapping[int, Any]) -> Non
 def steered_answers(
     model: nn.Module,
     tokenizer: Any,
-    questions: Sequence[str],
+    questions: Sequence[PromptLike],
     configs: Sequence[Config],
     vectors: Mapping[int, Any],
     *,
@@ -108,6 +121,7 @@ def steered_answers(
     """Greedy answers to every question under every configuration: ``answers[config][question]``.
 
     Args:
+        questions: user messages, or whole conversations (e.g. with a system prompt).
         configs: ``{layer: coefficient}`` each (``{}`` is the unsteered baseline); steering is
             ``h + c·v`` at every position of the prompt and the answer.
         vectors: the vector per layer (``[hidden]``), as extracted (not re-normalised here).
@@ -157,6 +171,9 @@ def score_configs(
 ) -> list[ConfigScore]:
     """Judge each configuration's answers (trait) and score their coherence, steering off.
 
+    Coherence is the offline rule's score, lowered to the judge's coherence score where the
+    judge gives one (:class:`~trait_lab.evaluation.coherence.CoherenceRule`).
+
     ``items`` give question, trait and definition per question (their ``answer`` is ignored);
     ``answers[config][question]`` come from :func:`steered_answers`. A configuration is
     coherent when the rule passes its mean coherence.
@@ -171,6 +188,7 @@ def score_configs(
         for item, a in zip(items, per_config, strict=True)
     ]
     traits = run_sync(judge.score_trait(judged))
+    judged_coherence = run_sync(judge.score_coherence(judged))
     nlls = answer_nll(model, tokenizer, questions * len(answers), [a.text for a in flat])
     out: list[ConfigScore] = []
     for c in range(len(answers)):
@@ -183,7 +201,9 @@ def score_configs(
                     "question": question,
                     "answer": flat[k].text,
                     "trait": traits[k],
-                    "coherence": rule.score(nll, repetition(flat[k].token_ids)),
+                    "coherence": rule.score(
+                        nll, repetition(flat[k].token_ids), judged_coherence[k]
+                    ),
                     "nll": nll if math.isfinite(nll) else None,
                 }
             )

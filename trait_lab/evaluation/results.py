@@ -64,8 +64,10 @@ class ResultsMismatchError(ValueError):
 class SteeringEntry(Record):
     """One evaluated steering configuration: where, how hard, and what it did.
 
-    ``coefficients[i]`` is the (signed) coefficient at ``layers[i]``; ``delta`` is the trait
-    score minus the unsteered baseline's, filled in by :meth:`ResultsLog.add`.
+    ``coefficients[i]`` is the (signed) coefficient at ``layers[i]``; ``fraction`` (when the
+    search set it) is the signed strength as a fraction of each layer's typical residual norm;
+    ``delta`` is the trait score minus the unsteered baseline's, filled in by
+    :meth:`ResultsLog.add`.
 
     Example:
         >>> SteeringEntry((9, 12), (2.0, 3.0), "residual", "probe", 55.0, 80.0, 8, True).key
@@ -82,6 +84,7 @@ class SteeringEntry(Record):
     coherent: bool
     delta: float | None = None
     responses: str | None = None
+    fraction: float | None = None
 
     def __post_init__(self) -> None:
         o = "SteeringEntry"
@@ -106,8 +109,9 @@ class SteeringEntry(Record):
         set_field(self, "n", check_int(o, "n", self.n, minimum=1))
         if not isinstance(self.coherent, bool):
             raise invalid(o, "coherent", self.coherent, "True or False", "Wrap it in bool(...).")
-        if self.delta is not None:
-            set_field(self, "delta", check_float(o, "delta", self.delta))
+        for name in ("delta", "fraction"):
+            if getattr(self, name) is not None:
+                set_field(self, name, check_float(o, name, getattr(self, name)))
         check_str(o, "responses", self.responses, optional=True)
 
     @property
@@ -188,14 +192,22 @@ class SteeringResults(Record):
     entries: list[SteeringEntry]
 
     def best(self, direction: int = 1) -> SteeringEntry | None:
-        """The coherent entry that moves the trait most in ``direction`` (+1 up, -1 down).
+        """The coherent entry steered in ``direction`` that moves the trait most that way.
 
-        Ties go to the smaller total coefficient magnitude. ``None`` when no entry is coherent
-        and moves the trait that way.
+        ``direction`` +1: coefficients all positive (along the vector) and the trait score up;
+        -1: all negative and the score down — a vector that only raises the trait when pushed
+        against itself is not recommended. Ties go to the smaller total coefficient
+        magnitude. ``None`` when no entry qualifies.
         """
         if direction not in (1, -1):
             raise ValueError(f"direction={direction!r} must be +1 or -1")
-        usable = [e for e in self.entries if e.coherent and (e.delta or 0.0) * direction > 0]
+        usable = [
+            e
+            for e in self.entries
+            if e.coherent
+            and (e.delta or 0.0) * direction > 0
+            and all(c * direction > 0 for c in e.coefficients)
+        ]
         if not usable:
             return None
         return max(
@@ -235,6 +247,20 @@ class ResultsLog:
         self._check_header(rows[0])
         for number, row in enumerate(rows[1:], start=2):
             self._load_row(row, number)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str]) -> ResultsLog:
+        """Reopen an existing log as it was written (to read it: results, responses).
+
+        Raises:
+            FileNotFoundError: ``folder`` holds no results log.
+        """
+        path = Path(folder) / RESULTS_FILE
+        rows = read_jsonl(path)
+        if not rows:
+            raise FileNotFoundError(f"no steering results at {path}; run the evaluation first")
+        RESULTS_SCHEMA.check(rows[0], path)
+        return cls(folder, SteeringRunRecord.from_dict(rows[0]["run"]))
 
     def _append(self, row: dict[str, Any], header: bool = False) -> None:
         append_jsonl(self.path, RESULTS_SCHEMA.stamp(row) if header else row)
@@ -296,6 +322,23 @@ class ResultsLog:
         self._append({"line": "entry", "entry": entry.to_dict()})
         self.entries[entry.key] = entry
         return entry
+
+    def responses(self, key: str = "baseline") -> list[dict[str, Any]]:
+        """The saved answers and per-answer scores behind an entry's key (or ``"baseline"``).
+
+        Each item has ``question``, ``answer``, ``trait``, ``coherence`` and the offline
+        coherence measures. Raises ``KeyError`` for a key the log does not hold.
+        """
+        if key == "baseline":
+            if self.baseline is None:
+                raise KeyError("this log has no baseline yet")
+        elif key not in self.entries:
+            raise KeyError(f"{key!r} is not in {self.path}; logged keys: {sorted(self.entries)}")
+        name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".json"
+        data = json.loads((self.folder / "responses" / name).read_text())
+        if data.get("key") != key:
+            raise ValueError(f"{self.folder / 'responses' / name} holds {data.get('key')!r}")
+        return list(data["responses"])
 
     def results(self) -> SteeringResults:
         """Everything logged so far, in order."""

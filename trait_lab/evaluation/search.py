@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,15 @@ from trait_lab.evaluation.coherence import CoherenceRule
 from trait_lab.evaluation.judges import Judge, JudgeItem
 from trait_lab.evaluation.results import ResultsLog, SteeringEntry, config_key
 
-__all__ = ["SearchSettings", "Track", "search_coefficients", "track_configs"]
+LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "SearchSettings",
+    "Track",
+    "evaluate_configs",
+    "search_coefficients",
+    "track_configs",
+]
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,17 @@ def search_coefficients(
         if not live:
             break
         configs = [track_configs([t.layers], norms, f, t.direction)[0] for t, f in live]
-        entries = _evaluate(
+        signed = [t.direction * f for t, f in live]
+        rounds = max(len(t.tried) for t in tracks) + 1
+        LOG.info(
+            "%s round %d: %d configurations x %d questions (fractions %s)",
+            method,
+            rounds,
+            len(configs),
+            len(items),
+            ", ".join(f"{f:+.4g}" for f in signed),
+        )
+        entries = evaluate_configs(
             model,
             tokenizer,
             judge,
@@ -173,15 +192,18 @@ def search_coefficients(
             rule,
             log,
             configs,
-            settings,
-            (component, method),
+            fractions=signed,
+            max_new_tokens=settings.max_new_tokens,
+            batch_rows=settings.batch_rows,
+            component=component,
+            method=method,
         )
         for (track, fraction), entry in zip(live, entries, strict=True):
             track.record(fraction, entry.coherent)
     return list(log.entries.values())
 
 
-def _evaluate(
+def evaluate_configs(
     model: nn.Module,
     tokenizer: Any,
     judge: Judge,
@@ -189,27 +211,38 @@ def _evaluate(
     vectors: Mapping[int, Any],
     rule: CoherenceRule,
     log: ResultsLog,
-    configs: list[dict[int, float]],
-    settings: SearchSettings,
-    vector_id: tuple[str, str],
+    configs: Sequence[Mapping[int, float]],
+    *,
+    fractions: Sequence[float | None] | None = None,
+    max_new_tokens: int = 48,
+    batch_rows: int = 64,
+    component: str = "residual",
+    method: str = "probe",
 ) -> list[SteeringEntry]:
-    """Entries for ``configs``: logged ones reused, the rest generated in one batch and logged."""
-    component, method = vector_id
+    """The log's entries for ``configs``: logged ones reused, the rest run as one batch.
+
+    New configurations are generated together (:func:`steered_answers`), judged and scored
+    with steering off (:func:`score_configs`), and appended to ``log`` one by one.
+    ``fractions[i]`` (optional) is stored as the entry's strength in typical norms.
+    """
+    fractions = [None] * len(configs) if fractions is None else list(fractions)
+    if len(fractions) != len(configs):
+        raise ValueError(f"{len(fractions)} fractions for {len(configs)} configurations")
     keys = [config_key(c, component, method) for c in configs]
-    todo = {k: c for k, c in zip(keys, configs, strict=True) if not log.done(k)}
+    todo = {k: (dict(c), f) for k, c, f in zip(keys, configs, fractions, strict=True)}
+    todo = {k: v for k, v in todo.items() if not log.done(k)}
     if todo:
-        questions = [item.question for item in items]
         answers = steered_answers(
             model,
             tokenizer,
-            questions,
-            list(todo.values()),
+            [item.question for item in items],
+            [config for config, _ in todo.values()],
             vectors,
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             component=component,
-            batch_rows=settings.batch_rows,
+            batch_rows=batch_rows,
         )
         scores = score_configs(model, tokenizer, judge, items, answers, rule)
-        for config, score in zip(todo.values(), scores, strict=True):
-            log.add(score.entry(config, component, method), score.details)
+        for (config, fraction), score in zip(todo.values(), scores, strict=True):
+            log.add(score.entry(config, component, method, fraction), score.details)
     return [log.entries[k] for k in keys]

@@ -196,6 +196,8 @@ class StreamEvent:
     norms (``[batch, ...]``) arrive in this event: the previous one, since a token's own
     position is computed when it is fed back. Step 0 also carries the prompt's entries
     (``[batch, prompt_len, ...]``, left padding included; use the attention mask).
+    ``logits`` are the step's raw next-token logits ``[batch, vocab]`` (before temperature,
+    top-k or top-p), the ones ``token_ids`` were chosen from; ``None`` on the closing event.
     """
 
     step: int
@@ -208,6 +210,7 @@ class StreamEvent:
     prompt_activations: LayerActivations | None = None
     prompt_projections: dict[int, torch.Tensor] | None = None
     prompt_norms: dict[int, torch.Tensor] | None = None
+    logits: torch.Tensor | None = None
 
 
 def _stack(rows: dict[Any, list[torch.Tensor]]) -> dict[Any, torch.Tensor]:

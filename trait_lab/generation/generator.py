@@ -184,7 +184,7 @@ class HookedGenerator:
                     finished |= torch.isin(token, torch.tensor(eos, device=token.device))
                 state.tokens.append(token)
                 new = [None if was_finished[i] else int(token[i]) for i in range(batch)]
-                yield StreamEvent(step, new, finished.tolist(), **scored)
+                yield StreamEvent(step, new, finished.tolist(), **scored, logits=logits)
                 if not hooks.needs_final_step and (
                     bool(finished.all()) or step + 1 == max_new_tokens
                 ):

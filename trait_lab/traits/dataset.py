@@ -31,6 +31,7 @@ from trait_lab.traits.format import (
     META_FILE,
     PAIRS_FILE,
     POLES,
+    REPORT_FILE,
     STEERING_FILE,
     Pole,
     Problem,
@@ -84,6 +85,31 @@ class TraitDataset:
     steering_questions: tuple[str, ...] = field(repr=False)
     recommended_position: str
     notes: str = ""
+    report_questions: tuple[str, ...] = field(default=(), repr=False)
+
+    def steering_split(self) -> tuple[list[str], list[str]]:
+        """The steering questions to search coefficients on, and the held-out ones to report on.
+
+        Search questions are ``steering.txt``; report questions are ``steering_report.txt``,
+        which no coefficient search sees, so a recommended point is not tuned to the numbers
+        reported for it.
+
+        Raises:
+            ValueError: the trait has no ``steering_report.txt`` (how to add one is named).
+
+        Example:
+            >>> search, report = load_trait("optimism").steering_split()
+            >>> len(search) > 0 and len(report) > 0 and not set(search) & set(report)
+            True
+        """
+        if not self.report_questions:
+            raise ValueError(
+                f"trait {self.name!r} ({self.path}) has no held-out report questions: add "
+                f"{REPORT_FILE} beside {STEERING_FILE}, one question a line (10 or more), none "
+                f"of them in {STEERING_FILE} or the pairs; steering evaluation searches on "
+                f"{STEERING_FILE} and reports on {REPORT_FILE}"
+            )
+        return list(self.steering_questions), list(self.report_questions)
 
     def split(
         self, val_fraction: float = 0.2, seed: int = 0

@@ -26,6 +26,7 @@ DEFAULT_POSITIONS: dict[str, str] = {"system_prompt": "prompt[-1]", "prefix": "r
 META_FILE = "trait.json"
 PAIRS_FILE = "pairs.jsonl"
 STEERING_FILE = "steering.txt"
+REPORT_FILE = "steering_report.txt"  # optional: the held-out report questions of evaluation
 FORMAT_VERSION = 1
 MIN_PAIRS = 20  # fewer valid pairs than this is a warning
 
@@ -140,9 +141,12 @@ def read_trait_folder(folder: Path) -> tuple[dict[str, Any], list[Problem]]:
     meta = _read_meta(rd, folder / META_FILE)
     pairs, questions = _read_pairs(rd, folder / PAIRS_FILE, meta.get("kind"))
     steering = _read_steering(rd, folder, questions)
+    taken = {**questions, **{_norm(q): 0 for q in steering}}
+    report = _read_questions(rd, folder / REPORT_FILE, taken, "report")
     data = {"name": folder.resolve().name, "pairs": tuple(pairs), **meta}
     problems = sorted(rd.problems, key=lambda p: (p.file, p.line or 0))  # stable: file order
-    return {**data, "steering_questions": tuple(steering)}, problems
+    found = {"steering_questions": tuple(steering), "report_questions": tuple(report)}
+    return {**data, **found}, problems
 
 
 def _read_meta(rd: _Reader, file: Path) -> dict[str, Any]:
@@ -274,6 +278,13 @@ def _read_steering(rd: _Reader, folder: Path, questions: dict[str, int]) -> list
         msg = f"missing file; every trait needs {STEERING_FILE} (held-out questions for "
         rd.add(file, None, msg + "steering, one a line)")
         return []
+    return _read_questions(rd, file, questions, "steering")
+
+
+def _read_questions(rd: _Reader, file: Path, taken: dict[str, int], label: str) -> list[str]:
+    """One question a line; none may repeat a question of ``taken`` (line 0: steering.txt)."""
+    if not file.is_file():
+        return []  # only the optional report file gets here
     lines = file.read_text(encoding="utf-8").splitlines()
     rows = [(i, s.strip()) for i, s in enumerate(lines, 1) if s.strip()]
     if not rows:
@@ -282,11 +293,13 @@ def _read_steering(rd: _Reader, folder: Path, questions: dict[str, int]) -> list
     out: list[str] = []
     for number, text in rows:
         key = _norm(text)
-        if key in questions:
-            msg = f"steering question also appears in {PAIRS_FILE} (line {questions[key]}): "
-            rd.add(file, number, msg + "it must be held out from extraction; reword or drop one")
+        if key in taken:
+            where = STEERING_FILE if taken[key] == 0 else f"{PAIRS_FILE} (line {taken[key]})"
+            msg = f"{label} question also appears in {where}: it must be held out from "
+            what = "extraction" if taken[key] else "the coefficient search"
+            rd.add(file, number, msg + f"{what}; reword or drop one")
         if key in seen:
-            rd.add(file, number, f"duplicate steering question (line {seen[key]})", "warning")
+            rd.add(file, number, f"duplicate {label} question (line {seen[key]})", "warning")
             continue
         seen[key] = number
         out.append(text)

@@ -1,16 +1,21 @@
 """Vector selection: pick the best extracted vector(s) for a trait from the metrics.
 
-Candidates are the rows of an extraction's ``metrics.csv``. Gates first — polarity correct on
-validation, validation accuracy at least ``min_accuracy``, and never the random baseline —
-then the largest signed validation effect size wins. Selection sources are tried in order;
-today that is extraction metrics only, and steering results (coefficient sweeps judged for
-trait expression and coherence) will slot in ahead of them when the steering evaluation
-writes its results, which is why ``VectorResult`` carries ``source``.
+Sources are tried in order, best evidence first:
+
+1. **steering** — when a steering evaluation of the trait finished
+   (:func:`trait_lab.vectors.evaluate.run_evaluation`, ``trait-lab evaluate``), its
+   recommendation for ``direction``: the coherent configuration that moved the trait most on
+   the search questions, kept only if the held-out report questions confirm it (moved the same
+   way, coherent). The result has ``source="steering"``, ``delta`` and ``coherence`` from the
+   report run and the recommended ``coefficient``, which ``to_vector_spec()`` carries.
+2. **extraction** — rows of the extraction's ``metrics.csv``: gates first (polarity correct on
+   validation, validation accuracy at least ``min_accuracy``, never the random baseline), then
+   the largest signed validation effect size.
 
 Example:
     >>> best = select_vector("default", "optimism")  # doctest: +SKIP
-    >>> best.layer, best.method, best.to_vector_spec(weight=4.0).weight  # doctest: +SKIP
-    (14, 'probe', 4.0)
+    >>> best.source, best.layer, best.to_vector_spec().weight  # doctest: +SKIP
+    ('steering', 12, 48.3)
 """
 
 from __future__ import annotations
@@ -21,11 +26,46 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from trait_lab.core.paths import extraction_dir, steering_dir, vector_path
 from trait_lab.core.types import VectorResult
-from trait_lab.extraction.pipeline import INPUTS, extraction_dir, vector_path
+from trait_lab.evaluation.summary import read_summary
+from trait_lab.extraction.outputs import INPUTS
 from trait_lab.io.vectors import load_vector
 
 EXCLUDED_METHODS = ("random_baseline",)
+SELECTION_SOURCES = ("auto", "steering", "extraction")
+
+
+def steering_result(
+    experiment: str,
+    trait: str,
+    variant: str = "instruct",
+    *,
+    run: str = "default",
+    direction: int = 1,
+    root: str | None = None,
+) -> VectorResult | None:
+    """The steering-validated vector of a finished evaluation run, or ``None``.
+
+    ``None`` when the run has no ``summary.json`` yet, nothing steered in ``direction``, the
+    held-out report did not confirm it, or it steers several layers together (one
+    ``VectorResult`` names one vector; read the summary for those).
+    """
+    summary = read_summary(steering_dir(experiment, trait, variant, run, root))
+    rec = None if summary is None else summary.recommended(direction)
+    if rec is None or not rec.validated or len(rec.layers) != 1:
+        return None
+    return VectorResult(
+        layer=rec.layers[0],
+        component=rec.component,
+        position=rec.position,
+        method=rec.method,
+        source="steering",
+        delta=rec.report_delta,
+        coherence=rec.report_coherence,
+        coefficient=rec.coefficients[0],
+        path=rec.vector_paths[0],
+    )
 
 
 def _candidates(folder: Path) -> tuple[pd.DataFrame, str]:
@@ -50,17 +90,67 @@ def select_vectors(
     layers: list[int] | range | None = None,
     min_accuracy: float = 0.7,
     root: str | None = None,
+    source: str = "auto",
+    run: str = "default",
+    direction: int = 1,
 ) -> list[VectorResult]:
     """The ``n`` best vectors, best first (see the module docstring for the rule).
 
     ``layers`` restricts the candidates, e.g. to the middle layers where steering works best
-    (the layer that separates best is often a late one that steers poorly).
+    (the layer that separates best is often a late one that steers poorly). ``source``:
+    ``"auto"`` (steering-validated first, then extraction), ``"steering"`` (only the
+    evaluation's recommendation; raises when there is none) or ``"extraction"``; ``run`` and
+    ``direction`` pick the evaluation run and the direction (+1 toward the trait, -1 away).
 
     Raises:
-        ValueError: no row passes the gates (the best rejected rows are described).
+        ValueError: no row passes the gates (the best rejected rows are described), or
+            ``source="steering"`` and no validated recommendation exists.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if source not in SELECTION_SOURCES:
+        raise ValueError(f"source={source!r}: choose one of {list(SELECTION_SOURCES)}")
+    steered = None
+    if source != "extraction":
+        steered = steering_result(
+            experiment, trait, variant, run=run, direction=direction, root=root
+        )
+        if steered is not None and (
+            steered.component != component
+            or (methods is not None and steered.method not in methods)
+            or (layers is not None and steered.layer not in list(layers))
+        ):
+            steered = None
+        if source == "steering":
+            if steered is None:
+                raise ValueError(
+                    f"no steering-validated {component} vector for {trait!r} (run {run!r}, "
+                    f"direction {direction:+d}) within the given methods/layers: run "
+                    f"`trait-lab evaluate --trait {trait}` first, or read its summary.json "
+                    "for why nothing was validated; source='auto' falls back to extraction"
+                )
+            return [steered]
+    found = _from_extraction(
+        experiment, trait, variant, n, component, methods, layers, min_accuracy, root
+    )
+    if steered is None:
+        return found
+    same = [r for r in found if (r.method, r.layer) != (steered.method, steered.layer)]
+    return [steered, *same][:n]
+
+
+def _from_extraction(
+    experiment: str,
+    trait: str,
+    variant: str,
+    n: int,
+    component: str,
+    methods: list[str] | None,
+    layers: list[int] | range | None,
+    min_accuracy: float,
+    root: str | None,
+) -> list[VectorResult]:
+    """The extraction source: gates, then the largest validation effect size."""
     folder = extraction_dir(experiment, trait, variant, root)
     table, position = _candidates(folder)
     rows = table[(table["component"] == component) & ~table["method"].isin(EXCLUDED_METHODS)]

@@ -26,6 +26,7 @@ from widgets.steering.targets import (
     SteeringTarget,
     build_specs,
     coefficients,
+    selected_vectors,
     steering_targets,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "coefficients",
     "readout_text",
     "sampling_controls",
+    "selected_vectors",
     "steering_figure",
     "steering_targets",
     "target_controls",

@@ -42,7 +42,12 @@ from widgets.steering.controls import (
     target_controls,
 )
 from widgets.steering.rows import Request, Row, absorb, steering_figure
-from widgets.steering.targets import PANEL_MODES, build_specs, steering_targets
+from widgets.steering.targets import (
+    PANEL_MODES,
+    build_specs,
+    selected_vectors,
+    steering_targets,
+)
 
 
 def _check_arguments(backend: Any, mode: str, positions: str) -> None:
@@ -62,8 +67,10 @@ class SteeringPanel(w.VBox):
 
     Args:
         backend: the model to steer.
-        vectors: ``{name: vector | (vector, layer) | {layer: vector} | [(vector, layer, w)]}``;
-            one slider per name (see ``widgets.steering.targets``).
+        vectors: ``{name: vector | (vector, layer) | {layer: vector} | [(vector, layer, w)]
+            | VectorResult}``; one slider per name (see ``widgets.steering.targets``). A
+            ``VectorResult`` from ``select_vector`` loads its vector at its layer, and a
+            steering-validated one starts its slider at the recommended coefficient.
         prompt: the starting prompt.
         layer: default layer for bare vectors / the picker.
         value: starting slider value(s), a fraction (``{name: value}`` or one for all).
@@ -96,6 +103,7 @@ class SteeringPanel(w.VBox):
     ) -> None:
         _check_arguments(backend, mode, positions)
         self.backend = backend
+        vectors, recommended = selected_vectors(vectors)
         self.targets = steering_targets(vectors, backend.n_layers, backend.hidden_dim, layer)
         if isinstance(value, Mapping) and (unknown := set(value) - set(vectors)):
             raise ValueError(
@@ -103,6 +111,7 @@ class SteeringPanel(w.VBox):
                 f"{sorted(vectors)}; give a starting value per vector name"
             )
         self.norms = self._norms(norms)
+        value = self._recommended_start(value, recommended, mode)
         self.readout_offset = readout_offset
         self._baseline: tuple[tuple[Any, ...], Row] | None = None
         self._rows: dict[str, Row] = {"baseline": Row(), "steered": Row()}
@@ -191,6 +200,28 @@ class SteeringPanel(w.VBox):
         return [self.colour_trait, self.colour_layer]
 
     # ----- settings -------------------------------------------------------------------------
+    def _recommended_start(
+        self,
+        value: float | Mapping[str, float],
+        recommended: Mapping[str, tuple[int, float]],
+        mode: str,
+    ) -> float | Mapping[str, float]:
+        """Start a steering-validated vector's slider at its recommended coefficient.
+
+        The slider is a fraction of the typical norm, so the fraction is the coefficient over
+        this panel's norm at that layer — the steered text starts at exactly the recommended
+        strength. A value given for the name wins; ``add`` mode only.
+        """
+        if not recommended or mode != "add":
+            return value
+        given = value if isinstance(value, Mapping) else {}
+        start = {t.name: value for t in self.targets} if not isinstance(value, Mapping) else {}
+        start.update(given)
+        for name, (layer, coefficient) in recommended.items():
+            if name not in given and (isinstance(value, Mapping) or value == 0.0):
+                start[name] = coefficient / self.norms[layer]
+        return start
+
     def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
         n = self.backend.n_layers
         if norms is None:

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from trait_lab.activations import coefficient_for
+from trait_lab.core import VectorResult
 from trait_lab.generation import STEERING_MODES, SteeringSpec
 from trait_lab.hooks import as_vector
+from trait_lab.vectors import load_selected
 
 PANEL_MODES = ("add", "ablate", "cap", "ceiling")
 
@@ -63,6 +65,32 @@ def _layer(value: Any, where: str, n_layers: int) -> int:
 
 def _is_vector(value: Any) -> bool:
     return torch.is_tensor(value) or isinstance(value, np.ndarray)
+
+
+def selected_vectors(
+    vectors: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, tuple[int, float]]]:
+    """Replace each ``VectorResult`` (from ``select_vector``) by ``(vector, layer)``.
+
+    Returns the vectors and ``{name: (layer, recommended coefficient)}`` for the
+    steering-validated ones.
+
+    Example:
+        >>> selected_vectors({"t": ("v", 3)})
+        ({'t': ('v', 3)}, {})
+    """
+    if not isinstance(vectors, Mapping):
+        return vectors, {}
+    out: dict[str, Any] = {}
+    recommended: dict[str, tuple[int, float]] = {}
+    for name, value in vectors.items():
+        if isinstance(value, VectorResult):
+            out[name] = (load_selected(value), value.layer)
+            if value.coefficient is not None:
+                recommended[name] = (value.layer, float(value.coefficient))
+        else:
+            out[name] = value
+    return out, recommended
 
 
 def steering_targets(

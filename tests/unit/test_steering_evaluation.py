@@ -1,0 +1,184 @@
+"""The steering evaluation pipeline on a tiny model: search, report, summary, selection, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trait_lab.core.paths import steering_dir
+from trait_lab.evaluation.probe_judge import ProbeJudge
+from trait_lab.evaluation.results import RESULTS_FILE, ResultsMismatchError, SteeringEntry
+from trait_lab.evaluation.search import SearchSettings
+from trait_lab.evaluation.summary import SUMMARY_FILE, read_summary
+from trait_lab.extraction.pipeline import extract_trait
+from trait_lab.extraction.plan import ExtractionSettings
+from trait_lab.testing import tiny_model, tiny_tokenizer
+from trait_lab.traits.dataset import load_trait
+from trait_lab.vectors.evaluate import evaluate_steering
+from trait_lab.vectors.selection import select_vector, select_vectors
+
+SETTINGS = SearchSettings(start=0.5, growth=2.0, refine=1, max_rounds=3, max_new_tokens=4)
+EXTRACTION = ExtractionSettings(methods=("mean_diff",), layers=(1, 2))
+TEMPLATE = (  # the starter traits' prompts are conversations: the tokenizer needs a template
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> "
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+class LengthJudge:
+    """A deterministic trait score of the answer's characters; can be 'killed' after N calls."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls = 0
+        self.fail_after = fail_after
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"kind": "length"}
+
+    async def score_trait(self, items):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        return [float(sum(map(ord, item.answer)) % 101) for item in items]
+
+    async def score_coherence(self, items):
+        return [None for _ in items]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A tiny model, and an experiment folder holding its refusal extraction."""
+    root = tmp_path_factory.mktemp("experiments")
+    model, tok = tiny_model(), tiny_tokenizer()
+    tok.chat_template = TEMPLATE
+    out = root / "demo" / "extraction" / "refusal" / "instruct"
+    extract_trait(model, tok, "refusal", out, EXTRACTION)
+    return model, tok, root
+
+
+def _run(lab, folder: Path, judge=None, threshold: float = 0.0):
+    model, tok, root = lab
+    candidates = select_vectors("demo", "refusal", root=str(root), n=2, min_accuracy=0.0)
+    dataset = load_trait("refusal")
+    return evaluate_steering(
+        model,
+        tok,
+        dataset,
+        candidates,
+        folder,
+        judge=judge,
+        settings=SETTINGS,
+        threshold=threshold,
+        names=("demo", "instruct", "default"),
+    )
+
+
+def _content(folder: Path) -> dict[str, list[dict]]:
+    """Every line of both logs and the summary, timestamps dropped."""
+    out = {}
+    for part in ("search", "report"):
+        rows = [json.loads(x) for x in (folder / part / RESULTS_FILE).read_text().splitlines()]
+        rows[0]["run"].pop("created")
+        out[part] = rows
+    out["summary"] = [json.loads((folder / SUMMARY_FILE).read_text())]
+    return out
+
+
+def test_search_then_report_on_held_out_questions(lab, tmp_path) -> None:
+    summary = _run(lab, tmp_path / "run", LengthJudge())
+    search_q, report_q = load_trait("refusal").steering_split()
+    keys = {}
+    for part in ("search", "report"):
+        rows = [json.loads(x) for x in (tmp_path / "run" / part / RESULTS_FILE).open()]
+        keys[part] = [SteeringEntry.from_dict(r["entry"]).key for r in rows[2:]]
+        assert [r["line"] for r in rows[:2]] == ["header", "baseline"]
+    assert summary.recommendations, "threshold 0: every strength is coherent"
+    for rec in summary.recommendations:
+        assert rec.search_key in keys["search"] and rec.search_key in keys["report"]
+        assert rec.validated == (rec.report_delta * rec.direction > 0)
+        assert rec.search_delta * rec.direction > 0  # it moved the trait that way when searched
+        assert rec.fraction is not None and rec.fraction * rec.direction > 0
+        assert all(c * rec.direction > 0 for c in rec.coefficients)
+    # the report ran only the recommended configurations, on the held-out questions
+    assert sorted(keys["report"]) == sorted(r.search_key for r in summary.recommendations)
+    assert summary.report_baseline.n == len(report_q) and summary.search_baseline.n == len(search_q)
+    assert read_summary(tmp_path / "run") == summary
+
+
+@pytest.mark.parametrize("fail_after", [0, 1, 3, 4, 5])
+def test_resume_after_a_kill_gives_the_same_files(lab, tmp_path, fail_after: int) -> None:
+    """Killed at the baseline, mid-search, at the report baseline or mid-report: same files."""
+    _run(lab, tmp_path / "whole", LengthJudge())
+    with pytest.raises(KeyboardInterrupt):
+        _run(lab, tmp_path / "killed", LengthJudge(fail_after=fail_after))
+    assert not (tmp_path / "killed" / SUMMARY_FILE).exists()
+    resumed = LengthJudge()
+    _run(lab, tmp_path / "killed", resumed)
+    assert _content(tmp_path / "killed") == _content(tmp_path / "whole")
+    whole_calls = LengthJudge()
+    _run(lab, tmp_path / "again", whole_calls)
+    assert resumed.calls == whole_calls.calls - fail_after  # nothing judged twice
+
+
+def test_another_judge_in_the_same_run_folder_is_refused(lab, tmp_path) -> None:
+    _run(lab, tmp_path / "run", LengthJudge())
+
+    class Other(LengthJudge):
+        @property
+        def identity(self) -> dict[str, str]:
+            return {"kind": "other"}
+
+    with pytest.raises(ResultsMismatchError, match="different judges are never mixed"):
+        _run(lab, tmp_path / "run", Other())
+
+
+def test_selection_prefers_the_validated_steering_result(lab) -> None:
+    root = lab[2]
+    folder = steering_dir("demo", "refusal", "instruct", root=str(root))
+    summary = _run(lab, folder, LengthJudge())
+    extraction = select_vector("demo", "refusal", root=str(root), source="extraction")
+    assert extraction.source == "extraction" and extraction.coefficient is None
+    assert any(r.validated for r in summary.recommendations)  # this judge moves one way
+    for direction in (1, -1):
+        rec = summary.recommended(direction)
+        if rec is None or not rec.validated:
+            with pytest.raises(ValueError, match="no steering-validated"):
+                select_vector(
+                    "demo", "refusal", root=str(root), source="steering", direction=direction
+                )
+            fallback = select_vector("demo", "refusal", root=str(root), direction=direction)
+            assert fallback == extraction
+            continue
+        best = select_vector("demo", "refusal", root=str(root), direction=direction)
+        assert best.source == "steering" and best.layer == rec.layers[0]
+        assert best.delta == rec.report_delta and best.coherence == rec.report_coherence
+        assert best.to_vector_spec().weight == rec.coefficients[0]
+        assert best.path == rec.vector_paths[0]
+    ranked = select_vectors("demo", "refusal", root=str(root), n=2, min_accuracy=0.0)
+    assert len({(r.method, r.layer) for r in ranked}) == len(ranked)
+
+
+def test_the_default_judge_is_a_probe_fitted_once_and_reused(lab, tmp_path) -> None:
+    summary = _run(lab, tmp_path / "run", threshold=0.0)
+    assert summary.judge["kind"] == "probe"
+    saved = (tmp_path / "run" / "judge.json").read_text()
+    model, tok, _ = lab
+    assert ProbeJudge.load(tmp_path / "run" / "judge.json", model, tok).identity == summary.judge
+    again = _run(lab, tmp_path / "run", threshold=0.0)  # resumes: loads the judge, no refit
+    assert again == summary and (tmp_path / "run" / "judge.json").read_text() == saved
+
+
+def test_a_trait_without_report_questions_is_refused(lab, tmp_path) -> None:
+    source = load_trait("refusal").path
+    trait = tmp_path / "mine"
+    trait.mkdir()
+    for name in ("trait.json", "pairs.jsonl", "steering.txt"):
+        (trait / name).write_text((source / name).read_text())
+    model, tok, root = lab
+    candidates = select_vectors("demo", "refusal", root=str(root), min_accuracy=0.0)
+    with pytest.raises(ValueError, match=r"no held-out report questions: add steering_report"):
+        evaluate_steering(model, tok, load_trait(trait), candidates, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
