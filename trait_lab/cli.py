@@ -17,7 +17,9 @@ import sys
 import time
 
 from trait_lab.core.experiments import load_experiment_config
+from trait_lab.core.paths import experiments_root
 from trait_lab.dynamics.calibration import ensure_calibration, research_calibration
+from trait_lab.evaluation.openai_judge import OpenAIJudge
 from trait_lab.evaluation.search import SearchSettings
 from trait_lab.extraction.methods import METHODS
 from trait_lab.extraction.pipeline import run_extraction
@@ -66,6 +68,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         max_rounds=args.max_rounds,
     )
+    judge = None
+    if args.judge_url or args.judge_model:
+        if not (args.judge_url and args.judge_model):
+            raise ValueError("an LLM judge needs both --judge-url and --judge-model")
+        cache = experiments_root() / ".judge_cache"
+        judge = OpenAIJudge(args.judge_model, args.judge_url, cache_dir=cache)
     summary = run_evaluation(
         args.experiment,
         args.trait,
@@ -77,6 +85,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         settings=settings,
         threshold=args.threshold,
         max_questions=args.questions,
+        judge=judge,
     )
     base = summary.report_baseline
     print(f"{summary.trait}: unsteered trait score {base.trait_mean:.1f} on the report questions")
@@ -182,6 +191,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=48)
     evaluate.add_argument("--threshold", type=float, default=70.0, help="coherence needed")
     evaluate.add_argument("--questions", type=int, default=None, help="use the first N only")
+    evaluate.add_argument(
+        "--judge-url", default=None, help="an OpenAI-compatible server (default: offline probe)"
+    )
+    evaluate.add_argument("--judge-model", default=None, help="the judge model's name there")
     evaluate.set_defaults(run=_evaluate)
     calibrate = sub.add_parser(
         "calibrate", help="find massive dims: the variant's calibration, or a named prompt set"

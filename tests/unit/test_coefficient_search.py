@@ -141,8 +141,13 @@ def test_bad_input(tmp_path) -> None:
         {"refine": -1},
         {"fractions": ()},
         {"fractions": (float("nan"),)},
+        {"fractions": (0.1, 1e6)},
+        {"start": float("inf")},
         {"directions": (2,)},
+        {"max_new_tokens": 0},
     ]
     for kwargs in bad:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=str(next(iter(kwargs)))):
             SearchSettings(**kwargs)
+    # a track that never breaks stops growing at MAX_FRACTION instead of running away
+    assert max(_walk(SearchSettings(start=1.0, max_rounds=50), breaks_at=1e9)) == 4.0

@@ -182,3 +182,52 @@ def test_a_trait_without_report_questions_is_refused(lab, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"no held-out report questions: add steering_report"):
         evaluate_steering(model, tok, load_trait(trait), candidates, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_bad_input_is_refused_before_anything_is_written(lab, tmp_path) -> None:
+    model, tok, root = lab
+    candidates = select_vectors("demo", "refusal", root=str(root), min_accuracy=0.0)
+    dataset = load_trait("refusal")
+    with pytest.raises(TypeError, match="is not a judge"):
+        evaluate_steering(model, tok, dataset, candidates, tmp_path / "a", judge="gpt-4o")
+    with pytest.raises(ValueError, match="at least 2 questions"):
+        evaluate_steering(model, tok, dataset, candidates, tmp_path / "b", max_questions=1)
+    with pytest.raises(ValueError, match="no candidate vectors"):
+        evaluate_steering(model, tok, dataset, [], tmp_path / "c", judge=LengthJudge())
+    assert not any((tmp_path / name / "search").exists() for name in "abc")
+
+
+def test_several_components_and_methods_are_searched_each_with_its_own_vectors(
+    lab, tmp_path
+) -> None:
+    model, tok, _ = lab
+    root = tmp_path / "experiments"
+    out = root / "demo" / "extraction" / "refusal" / "instruct"
+    settings = ExtractionSettings(
+        methods=("mean_diff", "probe"), components=("residual", "attn_contribution"), layers=(1,)
+    )
+    extract_trait(model, tok, "refusal", out, settings)
+    candidates = [
+        r
+        for component in ("residual", "attn_contribution")
+        for r in select_vectors(
+            "demo", "refusal", root=str(root), n=2, component=component, min_accuracy=0.0
+        )
+    ]
+    assert {(c.component, c.method) for c in candidates} == {
+        (c, m) for c in ("residual", "attn_contribution") for m in ("mean_diff", "probe")
+    }
+    dataset = load_trait("refusal")
+    evaluate_steering(
+        model,
+        tok,
+        dataset,
+        candidates,
+        tmp_path / "run",
+        judge=LengthJudge(),
+        settings=SearchSettings(start=0.5, max_rounds=1, max_new_tokens=3),
+        threshold=0.0,
+    )
+    rows = [json.loads(x) for x in (tmp_path / "run" / "search" / RESULTS_FILE).open()]
+    spots = {(r["entry"]["component"], r["entry"]["method"]) for r in rows[2:]}
+    assert spots == {(c.component, c.method) for c in candidates}

@@ -53,6 +53,7 @@ from trait_lab.evaluation.scoring import (
     summarize_judge_scores,
 )
 from trait_lab.evaluation.search import (
+    MAX_FRACTION,
     SearchSettings,
     Track,
     evaluate_configs,
@@ -71,6 +72,7 @@ from trait_lab.evaluation.summary import (
 __all__ = [
     "COHERENCE_PROMPT",
     "DEFAULT_THRESHOLD",
+    "MAX_FRACTION",
     "MAX_SCORE",
     "MIN_NUMBER_MASS",
     "OPENAI_BASE_URL",

@@ -50,11 +50,13 @@ from trait_lab.models.identity import model_identity
 from trait_lab.traits.dataset import TraitDataset
 from trait_lab.traits.format import TraitPair
 
-__all__ = ["PROBE_JUDGE_SCHEMA", "ProbeJudge", "labelled_answers"]
+__all__ = ["MIN_CV_ACCURACY", "PROBE_JUDGE_SCHEMA", "ProbeJudge", "labelled_answers"]
 
 PROBE_JUDGE_SCHEMA = Schema("trait_lab.probe_judge", 1, remake="fit the judge again")
 C_GRID = (0.01, 0.1, 1.0)
 """Inverse regularisation strengths tried for every layer."""
+MIN_CV_ACCURACY = 0.75
+"""Cross-validated accuracy on its own training poles below which a probe judge is refused."""
 
 
 def labelled_answers(
@@ -116,10 +118,12 @@ def _read(
     return out
 
 
-def _cv_loss(features: np.ndarray, labels: np.ndarray, c: float, folds: int) -> float:
-    """Stratified cross-validated log loss of a standardised logistic regression."""
+def _cross_validate(
+    features: np.ndarray, labels: np.ndarray, c: float, folds: int
+) -> tuple[float, float]:
+    """Stratified cross-validated (log loss, accuracy) of a standardised logistic regression."""
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    losses = []
+    losses, hits = [], 0
     for train, test in split.split(features, labels):
         mean, scale = features[train].mean(0), features[train].std(0) + 1e-6
         clf = LogisticRegression(C=c, max_iter=2000)
@@ -127,7 +131,8 @@ def _cv_loss(features: np.ndarray, labels: np.ndarray, c: float, folds: int) -> 
         p = clf.predict_proba((features[test] - mean) / scale)[:, 1].clip(1e-6, 1 - 1e-6)
         y = labels[test]
         losses.append(float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()))
-    return float(np.mean(losses))
+        hits += int(((p > 0.5) == (y == 1)).sum())
+    return float(np.mean(losses)), hits / len(labels)
 
 
 class ProbeJudge:
@@ -191,11 +196,11 @@ class ProbeJudge:
         readings = _read(model, tokenizer, texts, None)  # [n, layers, hidden]
         candidates = list(range(readings.shape[1])) if layers is None else list(layers)
         scores = {
-            (layer, c): _cv_loss(readings[:, layer].double().numpy(), y, c, folds)
+            (layer, c): _cross_validate(readings[:, layer].double().numpy(), y, c, folds)
             for layer in candidates
             for c in C_GRID
         }
-        (layer, c), loss = min(scores.items(), key=lambda kv: kv[1])
+        (layer, c), (loss, cv_accuracy) = min(scores.items(), key=lambda kv: kv[1][0])
         x = readings[:, layer].double().numpy()
         mean, scale = x.mean(0), x.std(0) + 1e-6
         with warnings.catch_warnings():
@@ -208,6 +213,7 @@ class ProbeJudge:
             "layer": layer,
             "C": c,
             "cv_log_loss": loss,
+            "cv_accuracy": cv_accuracy,
             "n": len(y),
             "data": digest[:16],
             "weights": clf.coef_[0].tolist(),
@@ -216,6 +222,22 @@ class ProbeJudge:
             "scale": scale.tolist(),
         }
         return cls(model, tokenizer, state)
+
+    def check_reliable(self, min_accuracy: float = MIN_CV_ACCURACY) -> None:
+        """Raise when the probe cannot tell its own training poles apart well enough.
+
+        A ``system_prompt`` trait that the model barely follows gives answers that read alike
+        under both system prompts; a probe fitted on them judges noise.
+        """
+        accuracy = float(self.state["cv_accuracy"])
+        if accuracy < min_accuracy:
+            raise ValueError(
+                f"the probe judge for {self.state['trait']!r} tells the two poles' answers apart "
+                f"with cross-validated accuracy {accuracy:.2f} < {min_accuracy} (layer "
+                f"{self.layer}): the model's answers for the two poles read alike, so its scores "
+                "would be noise. Judge this trait with an LLM judge instead (OpenAIJudge on any "
+                "OpenAI-compatible server; `trait-lab evaluate --judge-url URL --judge-model M`)"
+            )
 
     @property
     def identity(self) -> dict[str, Any]:

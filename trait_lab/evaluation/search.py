@@ -39,12 +39,18 @@ from trait_lab.evaluation.results import ResultsLog, SteeringEntry, config_key
 LOG = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_FRACTION",
     "SearchSettings",
     "Track",
     "evaluate_configs",
     "search_coefficients",
     "track_configs",
 ]
+
+
+MAX_FRACTION = 4.0
+"""The largest strength a search tries: 4× a layer's typical residual norm (far past the point
+where any model's answers have fallen apart)."""
 
 
 @dataclass(frozen=True)
@@ -73,16 +79,27 @@ class SearchSettings:
     batch_rows: int = 64
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.start) and self.start > 0):
-            raise ValueError(f"start={self.start!r} must be a positive fraction, e.g. 0.02")
+        if not (math.isfinite(self.start) and 0 < self.start <= MAX_FRACTION):
+            raise ValueError(
+                f"start={self.start!r} must be a fraction in (0, {MAX_FRACTION}], e.g. 0.02"
+            )
         if not (math.isfinite(self.growth) and self.growth > 1):
             raise ValueError(f"growth={self.growth!r} must be > 1, e.g. 2.0")
         if self.refine < 0 or self.max_rounds < 1:
             raise ValueError(f"refine={self.refine!r} must be >= 0, max_rounds >= 1")
         if self.fractions is not None and (
-            not self.fractions or any(not (math.isfinite(f) and f > 0) for f in self.fractions)
+            not self.fractions
+            or any(not (math.isfinite(f) and 0 < f <= MAX_FRACTION) for f in self.fractions)
         ):
-            raise ValueError(f"fractions={self.fractions!r} must be positive finite numbers")
+            raise ValueError(
+                f"fractions={self.fractions!r} must be fractions of the typical norm in "
+                f"(0, {MAX_FRACTION}] (signs come from directions), e.g. (0.05, 0.1, 0.2)"
+            )
+        if self.max_new_tokens < 1 or self.batch_rows < 1:
+            raise ValueError(
+                f"max_new_tokens={self.max_new_tokens!r} and batch_rows={self.batch_rows!r} "
+                "must be >= 1"
+            )
         if not self.directions or any(d not in (1, -1) for d in self.directions):
             raise ValueError(f"directions={self.directions!r} must hold +1 and/or -1")
 
@@ -108,7 +125,8 @@ class Track:
         if not self.tried:
             return settings.start
         if self.incoherent_min is None:
-            return self.tried[-1] * settings.growth
+            grown = self.tried[-1] * settings.growth
+            return grown if grown <= MAX_FRACTION else None
         if self.refined >= settings.refine:
             return None
         low = self.coherent_max if self.coherent_max is not None else 0.0

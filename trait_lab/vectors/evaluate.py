@@ -81,13 +81,19 @@ def _judge(model: nn.Module, tokenizer: Any, dataset: TraitDataset, folder: Path
     """The run's offline ProbeJudge: loaded from ``judge.json``, or fitted and saved there."""
     path = folder / "judge.json"
     if path.is_file():
-        return ProbeJudge.load(path, model, tokenizer)
+        judge = ProbeJudge.load(path, model, tokenizer)
+        judge.check_reliable()
+        return judge
     LOG.info("fitting the probe judge on %s's training pairs", dataset.name)
     judge = ProbeJudge.fit(model, tokenizer, dataset)
-    judge.save(path)
+    judge.save(path)  # kept even when unreliable: the next run refuses without refitting
     LOG.info(
-        "judge: layer %d, cross-validated log loss %.3f", judge.layer, judge.state["cv_log_loss"]
+        "judge: layer %d, cross-validated accuracy %.2f, log loss %.3f",
+        judge.layer,
+        judge.state["cv_accuracy"],
+        judge.state["cv_log_loss"],
     )
+    judge.check_reliable()
     return judge
 
 
@@ -132,9 +138,10 @@ def _recommend(
     direction: int,
     entry: SteeringEntry,
     report: SteeringEntry,
-    candidates: dict[tuple[str, int], VectorResult],
+    candidates: dict[tuple[str, str, int], VectorResult],
 ) -> Recommendation:
-    paths = tuple(str(candidates[(entry.method, layer)].path) for layer in entry.layers)
+    spot = (entry.component, entry.method)
+    paths = tuple(str(candidates[(*spot, layer)].path) for layer in entry.layers)
     delta = float(report.delta or 0.0)
     return Recommendation(
         direction=direction,
@@ -143,7 +150,7 @@ def _recommend(
         fraction=entry.fraction,
         component=entry.component,
         method=entry.method,
-        position=candidates[(entry.method, entry.layers[0])].position,
+        position=candidates[(*spot, entry.layers[0])].position,
         vector_paths=paths,
         search_key=entry.key,
         search_delta=float(entry.delta or 0.0),
@@ -168,14 +175,15 @@ def evaluate_steering(
     settings: SearchSettings | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     max_questions: int | None = None,
-    names: tuple[str, str, str] = ("", "", ""),
+    names: tuple[str, str, str] | None = None,
 ) -> SteeringSummary:
     """Search, then report, for ``candidates`` (extracted vectors) of ``dataset`` in ``folder``.
 
     ``layer_sets`` (default: each candidate alone) may steer several candidate layers of one
     method together, each with its own norm-scaled magnitude. ``max_questions`` keeps the
     first N search and N report questions (a quick look; the full sets give firmer numbers).
-    ``names`` are the experiment, variant and run recorded in the summary.
+    ``names`` are the experiment, variant and run recorded in the summary (default:
+    ``("custom", "custom", <folder name>)``).
     """
     settings = settings or SearchSettings()
     search_q, report_q = dataset.steering_split()
@@ -187,8 +195,14 @@ def evaluate_steering(
         search_q, report_q = search_q[:max_questions], report_q[:max_questions]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if judge is not None and not isinstance(judge, Judge):
+        raise TypeError(
+            f"judge={judge!r} is not a judge: pass ProbeJudge, LocalLogprobJudge, OpenAIJudge or "
+            "any object with identity, score_trait and score_coherence (trait_lab.evaluation."
+            "Judge), or None for the offline probe judge"
+        )
     judge = judge or _judge(model, tokenizer, dataset, folder)
-    by_key = {(c.method, c.layer): c for c in candidates}
+    by_key = {(c.component, c.method, c.layer): c for c in candidates}
     if not by_key:
         raise ValueError(f"no candidate vectors for {dataset.name!r}; extract the trait first")
     layers = sorted({c.layer for c in candidates})
@@ -198,18 +212,22 @@ def evaluate_steering(
         "model": model_identity(model),
         "trait": dataset.name,
         "questions": [search_q, report_q],
-        "vectors": {f"{m}/L{layer}": _file_digest(str(c.path)) for (m, layer), c in by_key.items()},
+        "vectors": {"/".join(map(str, k)): _file_digest(str(c.path)) for k, c in by_key.items()},
         "layer_sets": [list(s) for s in layer_sets or []],
         "settings": asdict(settings),
         "threshold": threshold,
     }
-    experiment, variant, run = names
+    experiment, variant, run = names or ("custom", "custom", folder.name)
     record = SteeringRunRecord(experiment, dataset.name, variant, _digest(inputs), judge.identity)
     search_log = ResultsLog(folder / "search", record)
     gen = settings.max_new_tokens
     rule = _baseline(model, tokenizer, judge, _items(dataset, search_q), search_log, threshold, gen)
-    for method in sorted({m for m, _ in by_key}):
-        vectors = {layer: load_selected(c) for (m, layer), c in by_key.items() if m == method}
+    for component, method in sorted({(c, m) for c, m, _ in by_key}):
+        vectors = {
+            layer: load_selected(v)
+            for (c, m, layer), v in by_key.items()
+            if (c, m) == (component, method)
+        }
         sets = [s for s in layer_sets or [(layer,) for layer in sorted(vectors)]]
         sets = [s for s in sets if all(layer in vectors for layer in s)]
         search_coefficients(
@@ -223,6 +241,7 @@ def evaluate_steering(
             search_log,
             layer_sets=sets,
             settings=settings,
+            component=component,
             method=method,
         )
     found = search_log.results()
@@ -235,7 +254,8 @@ def evaluate_steering(
     for direction, entry in best.items():
         if entry is None:
             continue
-        vectors = {layer: load_selected(by_key[(entry.method, layer)]) for layer in entry.layers}
+        spot = (entry.component, entry.method)
+        vectors = {layer: load_selected(by_key[(*spot, layer)]) for layer in entry.layers}
         config = dict(zip(entry.layers, entry.coefficients, strict=True))
         (report,) = evaluate_configs(
             model,
