@@ -66,8 +66,8 @@ def judge_quality(model, tokenizer, args) -> None:
     logprob = LocalLogprobJudge(model, tokenizer, min_mass=1e-12)
     print("\n## offline judges — held-out pairs of each starter trait\n")
     print(
-        "| trait | items | probe AUROC | probe items/s | logprob AUROC | logprob items/s "
-        "| logprob coverage |"
+        "| trait | items (probe / logprob) | probe AUROC | probe items/s | logprob AUROC "
+        "| logprob items/s | logprob coverage |"
     )
     print("|---|---|---|---|---|---|---|")
     for name in list_traits():
@@ -80,14 +80,18 @@ def judge_quality(model, tokenizer, args) -> None:
         start = time.perf_counter()
         probe_scores = run_sync(probe.score_trait(items))
         probe_rate = len(items) / (time.perf_counter() - start)
+        half = len(items) // 2  # the same pairs' two poles, for the slow logprob judge
+        keep = list(range(min(half, args.logprob_pairs)))
+        keep += [half + i for i in keep]
         start = time.perf_counter()
-        probs = [logprob.number_probs(trait_prompt(item)) for item in items]
-        logprob_rate = len(items) / (time.perf_counter() - start)
+        probs = [logprob.number_probs(trait_prompt(items[i])) for i in keep]
+        logprob_rate = len(keep) / (time.perf_counter() - start)
         logprob_scores = [expected_score(p, 1e-12) for p in probs]
         covered = sum(sum(p.values()) >= MIN_NUMBER_MASS for p in probs) / len(probs)
         print(
-            f"| {name} | {len(items)} | {_auroc(labels, probe_scores)} | {probe_rate:.1f} | "
-            f"{_auroc(labels, logprob_scores)} | {logprob_rate:.2f} | {covered:.0%} |"
+            f"| {name} | {len(items)} / {len(keep)} | {_auroc(labels, probe_scores)} | "
+            f"{probe_rate:.1f} | {_auroc([labels[i] for i in keep], logprob_scores)} | "
+            f"{logprob_rate:.2f} | {covered:.0%} |"
         )
 
 
@@ -105,6 +109,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=13, help="held-out pairs per trait")
+    parser.add_argument(
+        "--logprob-pairs", type=int, default=5, help="of them, judged by the slow logprob judge"
+    )
     parser.add_argument("--skip", choices=["search", "judges"], default=None)
     args = parser.parse_args()
     model, tokenizer = load_model()

@@ -118,6 +118,27 @@ def test_digit_by_digit_tokenizer_is_refused() -> None:
     assert "digit by digit" in str(info.value) and "LocalLogprobJudge" in str(info.value)
 
 
+class CannedJudge(OpenAIJudge):
+    """Answers without a server: "57" spelt as the tokens given, every item as "8"."""
+
+    def __init__(self, probe_tokens: list[str]) -> None:
+        super().__init__("canned", "http://127.0.0.1:9/v1", api_key="x")
+        self.probe_tokens = probe_tokens
+
+    async def _answer(self, client: Any, request: str) -> dict:
+        if "57" in request:
+            return {"tokens": self.probe_tokens, "top_logprobs": [[self.probe_tokens[0], 0.0]]}
+        return {"tokens": ["8"], "top_logprobs": [["8", 0.0]]}
+
+
+def test_single_digit_answers_of_a_digit_tokenizer_are_caught_by_the_probe() -> None:
+    """Answers "8" cannot show how numbers are spelt; the one-off "57" probe does."""
+    with pytest.raises(JudgeTokenizerError, match="digit by digit"):
+        run_sync(CannedJudge(["5", "7"]).score_requests(["Rate it"]))
+    assert run_sync(CannedJudge(["57"]).score_requests(["Rate it"])) == [8.0]
+    assert run_sync(CannedJudge(["Sure"]).score_requests(["Rate it"])) == [8.0]  # no verdict
+
+
 def test_unreachable_server_fails_after_bounded_retries() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -143,7 +164,8 @@ def test_cache_makes_a_rerun_free(model: Any, tok: Any, tmp_path: Path) -> None:
     with running(create_app(model, tok, model_name=NAME)) as url:
         first = _judge(url, cache_dir=tmp_path)
         scores = run_sync(first.score_trait(ITEMS[:3]))
-        assert first.requests_sent == 3 and len(list(tmp_path.glob("*.json"))) == 3
+        # one request per item, and the one-off "57" probe of how numbers are tokenized
+        assert first.requests_sent == 4 and len(list(tmp_path.glob("*.json"))) == 4
     again = _judge(url, cache_dir=tmp_path)  # the server is gone: only the cache can answer
     assert run_sync(again.score_trait(ITEMS[:3])) == scores
     assert again.requests_sent == 0

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +235,60 @@ def test_several_components_and_methods_are_searched_each_with_its_own_vectors(
     rows = [json.loads(x) for x in (tmp_path / "run" / "search" / RESULTS_FILE).open()]
     spots = {(r["entry"]["component"], r["entry"]["method"]) for r in rows[2:]}
     assert spots == {(c.component, c.method) for c in candidates}
+
+
+SCRIPT = """
+import sys, time
+from trait_lab.testing import tiny_model, tiny_tokenizer
+from trait_lab.traits.dataset import load_trait
+from trait_lab.vectors.evaluate import evaluate_steering
+from trait_lab.vectors.selection import select_vectors
+from trait_lab.evaluation.search import SearchSettings
+
+class SlowJudge:
+    identity = {"kind": "slow"}
+    async def score_trait(self, items):
+        time.sleep(0.2)  # room for the kill to land anywhere
+        return [float(sum(map(ord, i.answer)) % 101) for i in items]
+    async def score_coherence(self, items):
+        return [None for _ in items]
+
+root, folder, template = sys.argv[1:4]
+tok = tiny_tokenizer()
+tok.chat_template = template
+candidates = select_vectors("demo", "refusal", root=root, n=2, min_accuracy=0.0)
+settings = SearchSettings(start=0.5, refine=1, max_rounds=3, max_new_tokens=4)
+evaluate_steering(tiny_model(), tok, load_trait("refusal"), candidates, folder,
+                  judge=SlowJudge(), settings=settings, threshold=0.0)
+"""
+
+
+@pytest.fixture(scope="module")
+def whole_run(lab, tmp_path_factory) -> Path:
+    """The script's run, never interrupted."""
+    folder = tmp_path_factory.mktemp("whole") / "run"
+    command = [sys.executable, "-c", SCRIPT, str(lab[2]), str(folder), TEMPLATE]
+    subprocess.run(command, check=True, timeout=600)
+    return folder
+
+
+@pytest.mark.parametrize("lines", [3, 8])
+def test_kill_9_at_any_point_then_resume_gives_the_same_files(
+    lab, whole_run, tmp_path, lines: int
+) -> None:
+    """A real SIGKILL once the search log has ``lines`` lines, then a rerun: the same files."""
+    killed = tmp_path / "run"  # the same folder name: the summary records it
+    command = [sys.executable, "-c", SCRIPT, str(lab[2]), str(killed), TEMPLATE]
+    process = subprocess.Popen(command)
+    log = killed / "search" / RESULTS_FILE
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= lines:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / SUMMARY_FILE).exists()
+    subprocess.run(command, check=True, timeout=600)
+    assert _content(killed) == _content(whole_run)

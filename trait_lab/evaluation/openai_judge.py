@@ -7,13 +7,13 @@ number, and the score is their expectation
 (:func:`~trait_lab.evaluation.scoring.score_from_logprobs`), ``None`` when less than
 ``min_mass`` lands on numbers.
 
-That is exact only when the judge's tokenizer has one token for each number 0–100 (GPT-4o,
-Llama 3, Qwen 2.5 do). A tokenizer that spells numbers digit by digit (SmolLM2, Llama 2, Gemma)
+That is exact only when the judge's tokenizer has one token for each number 0–100 (GPT-4o and
+Llama 3 do). A tokenizer that spells numbers digit by digit (SmolLM2, Llama 2, Gemma, Qwen)
 puts only the first digit in the first token: its "7" stands for 7, 70–79 and 75 alike. The
-judge notices when the first two generated tokens are both single digits and raises
-:class:`JudgeTokenizerError`; use a model whose tokenizer has whole-number tokens, or
-:class:`~trait_lab.evaluation.judges.LocalLogprobJudge`, which reads exact multi-token
-probabilities.
+judge asks once for "57" and raises :class:`JudgeTokenizerError` when the answer starts "5",
+"7" (and whenever an answer's first two tokens are both single digits); use a model whose
+tokenizer has whole-number tokens, or :class:`~trait_lab.evaluation.judges.LocalLogprobJudge`,
+which reads exact multi-token probabilities.
 
 Requests run concurrently (at most ``max_concurrency`` at a time); connection errors, timeouts,
 429 and 5xx answers are retried with exponential backoff, other refusals are not. With
@@ -148,6 +148,7 @@ class OpenAIJudge:
         self.min_mass = float(min_mass)
         self.top_logprobs = int(top_logprobs)
         self.requests_sent = 0  # HTTP requests made (retries included), for tests and reports
+        self._numbers_checked = False
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -180,6 +181,8 @@ class OpenAIJudge:
             timeout=self.timeout,
         )
         limit = asyncio.Semaphore(self.max_concurrency)
+        if not self._numbers_checked:
+            await self._check_numbers(client)
 
         async def one(request: str) -> float | None:
             async with limit:
@@ -190,6 +193,18 @@ class OpenAIJudge:
             return list(await asyncio.gather(*(one(r) for r in requests)))
         finally:
             await client.close()
+
+    async def _check_numbers(self, client: Any) -> None:
+        """Ask once for "57": a first token "5" followed by "7" means digit-by-digit numbers.
+
+        Catches such a tokenizer even when the judged answers are single digits (which the
+        per-answer check in ``_score`` cannot see); an answer that is not 57 decides nothing.
+        """
+        answer = await self._answer(client, "Reply with the number 57 and nothing else.")
+        tokens = [t.strip() for t in answer["tokens"]]
+        if tokens[:2] == ["5", "7"]:
+            self._score(answer)  # raises JudgeTokenizerError with the explanation
+        self._numbers_checked = True
 
     def _params(self, request: str) -> dict[str, Any]:
         return {
@@ -208,7 +223,7 @@ class OpenAIJudge:
                 f"the judge {self.model!r} at {self.base_url} answered {tokens[:2]}: its "
                 "tokenizer spells numbers digit by digit, so its first token's probabilities "
                 "are not the score's. Use a judge model whose tokenizer has whole-number tokens "
-                "0-100 (GPT-4o, Llama 3, Qwen 2.5), or LocalLogprobJudge for this model."
+                "0-100 (GPT-4o, Llama 3), or LocalLogprobJudge for this model."
             )
         pairs = [(str(text), float(logprob)) for text, logprob in answer["top_logprobs"]]
         return score_from_logprobs(pairs, self.min_mass)
