@@ -15,7 +15,7 @@ from trait_lab.core.paths import steering_dir
 from trait_lab.evaluation.probe_judge import ProbeJudge
 from trait_lab.evaluation.results import RESULTS_FILE, ResultsMismatchError, SteeringEntry
 from trait_lab.evaluation.search import SearchSettings
-from trait_lab.evaluation.summary import SUMMARY_FILE, read_summary
+from trait_lab.evaluation.summary import MIN_REPORT_DELTA, SUMMARY_FILE, read_summary
 from trait_lab.extraction.pipeline import extract_trait
 from trait_lab.extraction.plan import ExtractionSettings
 from trait_lab.testing import tiny_model, tiny_tokenizer
@@ -102,7 +102,7 @@ def test_search_then_report_on_held_out_questions(lab, tmp_path) -> None:
     assert summary.recommendations, "threshold 0: every strength is coherent"
     for rec in summary.recommendations:
         assert rec.search_key in keys["search"] and rec.search_key in keys["report"]
-        assert rec.validated == (rec.report_delta * rec.direction > 0)
+        assert rec.validated == (rec.report_delta * rec.direction >= MIN_REPORT_DELTA)
         assert rec.search_delta * rec.direction > 0  # it moved the trait that way when searched
         assert rec.fraction is not None and rec.fraction * rec.direction > 0
         assert all(c * rec.direction > 0 for c in rec.coefficients)

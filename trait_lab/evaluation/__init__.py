@@ -61,6 +61,7 @@ from trait_lab.evaluation.search import (
     track_configs,
 )
 from trait_lab.evaluation.summary import (
+    MIN_REPORT_DELTA,
     SUMMARY_FILE,
     SUMMARY_SCHEMA,
     Recommendation,
@@ -75,6 +76,7 @@ __all__ = [
     "MAX_FRACTION",
     "MAX_SCORE",
     "MIN_NUMBER_MASS",
+    "MIN_REPORT_DELTA",
     "OPENAI_BASE_URL",
     "PROBE_JUDGE_SCHEMA",
     "RESULTS_FILE",

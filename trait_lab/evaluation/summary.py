@@ -27,6 +27,7 @@ from trait_lab.core.schema import Schema
 from trait_lab.core.types import JudgeResult
 
 __all__ = [
+    "MIN_REPORT_DELTA",
     "SUMMARY_FILE",
     "SUMMARY_SCHEMA",
     "Recommendation",
@@ -35,6 +36,10 @@ __all__ = [
     "write_summary",
 ]
 
+MIN_REPORT_DELTA = 5.0
+"""How far (0–100 points) the report run must move the trait for a recommendation to count as
+validated: a trait already at its floor (a model that never refuses, steered away from refusing)
+"moves" by noise only."""
 SUMMARY_FILE = "summary.json"
 SUMMARY_SCHEMA = Schema("trait_lab.steering_summary", 1, remake="run the evaluation again")
 
@@ -46,7 +51,8 @@ class Recommendation(Record):
     ``direction`` is +1 (toward the trait) or -1 (away); ``coefficients[i]`` steers
     ``layers[i]`` with the vector at ``vector_paths[i]``; ``fraction`` is the strength in
     typical residual norms. ``report_*`` are measured on held-out questions the search never
-    saw; ``validated`` says the report run moved the trait in ``direction`` and was coherent.
+    saw; ``validated`` says the report run moved the trait in ``direction`` by at least
+    :data:`MIN_REPORT_DELTA` points and was coherent.
     """
 
     direction: int

@@ -45,7 +45,12 @@ from trait_lab.evaluation.judges import Judge, JudgeItem
 from trait_lab.evaluation.probe_judge import ProbeJudge
 from trait_lab.evaluation.results import ResultsLog, SteeringEntry, SteeringRunRecord
 from trait_lab.evaluation.search import SearchSettings, evaluate_configs, search_coefficients
-from trait_lab.evaluation.summary import Recommendation, SteeringSummary, write_summary
+from trait_lab.evaluation.summary import (
+    MIN_REPORT_DELTA,
+    Recommendation,
+    SteeringSummary,
+    write_summary,
+)
 from trait_lab.models.identity import model_identity
 from trait_lab.models.loading import load_model
 from trait_lab.prompts.formatting import format_prompt
@@ -159,7 +164,7 @@ def _recommend(
         report_delta=delta,
         report_coherence=report.coherence_mean,
         report_n=report.n,
-        validated=bool(report.coherent and delta * direction > 0),
+        validated=bool(report.coherent and delta * direction >= MIN_REPORT_DELTA),
     )
 
 
