@@ -17,9 +17,10 @@ run folder raise instead of mixing. Afterwards ``select_vector(experiment, trait
 steering-validated vector with its recommended coefficient.
 
 Example:
-    >>> summary = run_evaluation("default", "optimism")  # doctest: +SKIP
-    >>> summary.recommended(+1).coefficient, summary.recommended(+1).report_delta  # doctest: +SKIP
-    (48.3, 21.7)
+    >>> summary = run_evaluation("default", "refusal")  # doctest: +SKIP
+    >>> up = summary.recommended(+1)  # doctest: +SKIP
+    >>> round(up.coefficient, 1), round(up.report_delta, 1), up.validated  # doctest: +SKIP
+    (39.4, 31.9, True)
 """
 
 from __future__ import annotations

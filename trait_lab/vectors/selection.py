@@ -6,16 +6,17 @@ Sources are tried in order, best evidence first:
    (:func:`trait_lab.vectors.evaluate.run_evaluation`, ``trait-lab evaluate``), its
    recommendation for ``direction``: the coherent configuration that moved the trait most on
    the search questions, kept only if the held-out report questions confirm it (moved the same
-   way, coherent). The result has ``source="steering"``, ``delta`` and ``coherence`` from the
-   report run and the recommended ``coefficient``, which ``to_vector_spec()`` carries.
+   way by at least ``MIN_REPORT_DELTA`` points, coherent). The result has
+   ``source="steering"``, ``delta`` and ``coherence`` from the report run and the recommended
+   ``coefficient``, which ``to_vector_spec()`` carries.
 2. **extraction** — rows of the extraction's ``metrics.csv``: gates first (polarity correct on
    validation, validation accuracy at least ``min_accuracy``, never the random baseline), then
    the largest signed validation effect size.
 
 Example:
-    >>> best = select_vector("default", "optimism")  # doctest: +SKIP
-    >>> best.source, best.layer, best.to_vector_spec().weight  # doctest: +SKIP
-    ('steering', 12, 48.3)
+    >>> best = select_vector("default", "refusal")  # doctest: +SKIP
+    >>> best.source, best.layer, round(best.to_vector_spec().weight, 1)  # doctest: +SKIP
+    ('steering', 18, 39.4)
 """
 
 from __future__ import annotations
