@@ -290,10 +290,14 @@ class ResultsLog:
         else:
             raise ValueError(f"{self.path} line {number}: unknown line kind {kind!r}")
 
+    def _responses_path(self, key: str) -> Path:
+        """Where the answers behind ``key`` are saved: ``responses/<hash of key>.json``."""
+        return self.folder / "responses" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+
     def _responses(self, key: str, responses: list[dict[str, Any]]) -> str:
-        name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".json"
-        atomic_write_json(self.folder / "responses" / name, {"key": key, "responses": responses})
-        return f"responses/{name}"
+        path = self._responses_path(key)
+        atomic_write_json(path, {"key": key, "responses": responses})
+        return f"responses/{path.name}"
 
     def add_baseline(self, result: JudgeResult, responses: list[dict[str, Any]]) -> None:
         """Record the unsteered baseline (once; a second call raises)."""
@@ -334,10 +338,10 @@ class ResultsLog:
                 raise KeyError("this log has no baseline yet")
         elif key not in self.entries:
             raise KeyError(f"{key!r} is not in {self.path}; logged keys: {sorted(self.entries)}")
-        name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".json"
-        data = json.loads((self.folder / "responses" / name).read_text())
+        path = self._responses_path(key)
+        data = json.loads(path.read_text())
         if data.get("key") != key:
-            raise ValueError(f"{self.folder / 'responses' / name} holds {data.get('key')!r}")
+            raise ValueError(f"{path} holds {data.get('key')!r}")
         return list(data["responses"])
 
     def results(self) -> SteeringResults:

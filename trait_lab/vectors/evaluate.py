@@ -103,9 +103,9 @@ def _judge(model: nn.Module, tokenizer: Any, dataset: TraitDataset, folder: Path
     return judge
 
 
-def _rule(folder: Path, log: ResultsLog) -> CoherenceRule | None:
+def _rule(log: ResultsLog) -> CoherenceRule | None:
     """The coherence rule a log's baseline set (``None`` before the baseline exists)."""
-    path = folder / "rule.json"
+    path = log.folder / "rule.json"
     if log.baseline is None or not path.is_file():
         return None
     return CoherenceRule(**json.loads(path.read_text()))
@@ -121,7 +121,7 @@ def _baseline(
     max_new_tokens: int,
 ) -> CoherenceRule:
     """Answer unsteered, anchor the coherence rule on those answers, log the baseline."""
-    rule = _rule(log.folder, log)
+    rule = _rule(log)
     if rule is not None:
         return rule
     questions = [item.question for item in items]
