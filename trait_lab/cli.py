@@ -2,7 +2,7 @@
 
 * ``trait-lab extract --trait optimism`` — extract a trait's vectors for an experiment;
 * ``trait-lab evaluate --trait optimism`` — does the trait's vector steer, where, how hard;
-* ``trait-lab calibrate [--prompt-set S]`` — find massive dims;
+* ``trait-lab calibrate [--overwrite] [--prompt-set S [--per-token]]`` — find massive dims;
 * ``trait-lab model fetch | info`` — prepare the embedded default model, list the cache.
 
 Example:
@@ -19,6 +19,8 @@ import time
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import experiments_root
 from trait_lab.dynamics.calibration import ensure_calibration, research_calibration
+from trait_lab.dynamics.massive import NEUTRAL_PROMPTS
+from trait_lab.dynamics.per_token import PER_TOKEN_NAME
 from trait_lab.evaluation.openai_judge import OpenAIJudge
 from trait_lab.evaluation.search import SearchSettings
 from trait_lab.extraction.methods import METHODS
@@ -103,17 +105,39 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    if args.per_token and args.prompt_set is None:
+        raise ValueError(
+            "--per-token is research mode and needs a prompt set: add --prompt-set S "
+            "(e.g. --prompt-set neutral, or the path of a .txt file with one prompt a line)"
+        )
     variant = load_experiment_config(args.experiment).variant(args.variant)
     model, tokenizer = load_model(variant.model)
     if args.prompt_set is None:
-        record = ensure_calibration(model, tokenizer, args.experiment, variant.name)
-        where = "the variant's calibration"
+        record = ensure_calibration(
+            model, tokenizer, args.experiment, variant.name, overwrite=args.overwrite
+        )
+        where, note = "the variant's calibration", ""
+        if record.get("prompt_source") != "neutral":
+            note = (
+                f"pass --overwrite to rebuild it from the {len(NEUTRAL_PROMPTS)} curated neutral "
+                "prompts"
+            )
     else:
         record, folder = research_calibration(
-            model, tokenizer, args.experiment, variant.name, args.prompt_set
+            model,
+            tokenizer,
+            args.experiment,
+            variant.name,
+            args.prompt_set,
+            per_token=args.per_token,
         )
         where = str(folder)
-    print(f"{where}: {record['tokens_seen']} tokens, candidate dims {record['candidates']}")
+        note = f"per-token values: {folder / PER_TOKEN_NAME}" if args.per_token else ""
+    source = " ".join(str(record[k]) for k in ("n_prompts", "prompt_source") if k in record)
+    print(
+        f"{where}: {record['tokens_seen']} tokens (prompts: {source or 'not recorded'}), "
+        f"candidate dims {record['candidates']}"
+    )
     for row in record["layers"]:
         dims = ", ".join(
             f"{d} ({m:.0f}, {r:.0f}x)"
@@ -122,6 +146,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             )
         )
         print(f"  layer {row['layer']:2d}: {dims}")
+    if note:
+        print(note)
     return 0
 
 
@@ -203,6 +229,18 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--variant", default=None)
     calibrate.add_argument(
         "--prompt-set", default=None, help="research mode: a built-in set name or a .txt file"
+    )
+    calibrate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rebuild the variant's calibration from the curated neutral prompts even when one "
+        "exists (research mode always recomputes)",
+    )
+    calibrate.add_argument(
+        "--per-token",
+        action="store_true",
+        help="research mode (with --prompt-set): also write per_token.json, every prompt's "
+        "values of the massive dims per token and layer",
     )
     calibrate.set_defaults(run=_calibrate)
     model = sub.add_parser("model", help="prepare the default model or list the model cache")

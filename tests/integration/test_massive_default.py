@@ -9,6 +9,7 @@ import torch
 from trait_lab.dynamics.calibration import calibrate, ensure_calibration
 from trait_lab.dynamics.cleaning import clean_norms, clean_projection, dims_to_clean
 from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, load_calibration
+from trait_lab.dynamics.per_token import load_per_token
 from trait_lab.hooks import MultiLayerCapture
 
 pytestmark = pytest.mark.integration
@@ -63,12 +64,14 @@ def test_cleaning_equals_zeroed_recompute_on_recorded_data(
 
 def test_per_token_research_mode(default_model, tmp_path) -> None:
     model, tokenizer = default_model
-    record, rows = calibrate(
+    record, table = calibrate(
         model, tokenizer, NEUTRAL_PROMPTS[:4], tmp_path / "calibration.json", per_token=True
     )
     assert load_calibration(tmp_path / "calibration.json") == record
-    assert 507 in rows[0]["dims"]
-    col = rows[0]["dims"].index(507)
-    first_token = abs(rows[0]["values"][12][0][col])
-    later = np.abs(np.array(rows[0]["values"][12])[1:, col])
+    assert load_per_token(tmp_path / "per_token.json") == table
+    assert 507 in table["dims"]
+    col = table["dims"].index(507)
+    values = np.array(table["prompts"][0]["values"][12])
+    first_token = abs(values[0, col])
+    later = np.abs(values[1:, col])
     assert first_token > 10 * later.max()

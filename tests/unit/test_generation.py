@@ -320,9 +320,9 @@ def test_stream_yields_progressively_and_cancel_stops_it() -> None:
         seen.append(event)
         if len(seen) == 3:
             cancel.set()
-    assert len(seen) == 4  # three tokens, then the closing event with the last score
-    assert seen[-1].token_ids == [None, None]
-    assert [e.scored_index for e in seen] == [None, 0, 1, 2]
+    assert len(seen) == 3  # three tokens, each with its own score; nothing after the cancel
+    assert [e.step for e in seen] == [0, 1, 2]
+    assert all(None not in e.token_ids and e.projections is not None for e in seen)
     assert hook_counts(model) == before
     # breaking out of the loop also removes the hooks
     for _ in gen.stream(

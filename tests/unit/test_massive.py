@@ -212,11 +212,11 @@ def test_passive_collector_runs_once_then_skips(model, tmp_path, caplog) -> None
 
 def test_calibrate_per_token(model, tmp_path) -> None:
     prompts = list(NEUTRAL_PROMPTS[:3])
-    record, rows = calibrate(model, FakeTokenizer(), prompts, tmp_path / "c.json", per_token=True)
+    record, table = calibrate(model, FakeTokenizer(), prompts, tmp_path / "c.json", per_token=True)
     assert (tmp_path / "per_token.json").exists()
     assert record["tokens_seen"] == sum(len(p.split()) for p in prompts)
-    row = rows[1]
-    dims = row["dims"]
+    row = table["prompts"][1]
+    dims = table["dims"]
     assert dims and row["prompt"] == prompts[1]
     ids = torch.tensor([row["input_ids"]])
     with torch.no_grad(), MultiLayerCapture(model) as cap:

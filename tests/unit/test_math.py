@@ -14,6 +14,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.decomposition import PCA
 from sklearn.metrics.pairwise import cosine_similarity as sk_cosine
 
+import trait_lab.math.checks
 import trait_lab.math.geometry
 import trait_lab.math.linalg
 import trait_lab.math.metrics
@@ -63,11 +64,46 @@ class TestProjectionAndCosine:
         expected = sk_cosine(acts, v[None])[:, 0]
         close(batch_cosine_similarity(torch.tensor(acts, dtype=torch.float32), v), expected)
         close(cosine_similarity(acts[0], v), expected[0], atol=1e-12)
-        assert cosine_similarity(v, 3 * v) == 1.0 and cosine_similarity(v, -v) == -1.0
+        assert float(cosine_similarity(v, 3 * v)) == 1.0 == -float(cosine_similarity(v, -v))
 
-    def test_zero_activation_row_scores_zero(self) -> None:
-        acts = torch.tensor([[0.0, 0.0], [0.0, -2.0]])
-        assert batch_cosine_similarity(acts, torch.tensor([0.0, 1.0])).tolist() == [0.0, -1.0]
+    def test_cosine_similarity_is_a_0_dim_tensor(self) -> None:
+        a, b = randn(6), randn(6, seed=1)
+        expected = sk_cosine(a[None], b[None])[0, 0]
+        got = cosine_similarity(torch.tensor(a, dtype=torch.float32), b.astype(np.float32))
+        assert isinstance(got, torch.Tensor) and got.shape == () and got.dtype == torch.float32
+        assert cosine_similarity(a, b).dtype == torch.float64
+        assert f"{got:.3f}" == f"{float(got):.3f}" and abs(float(got) - expected) < 1e-6
+
+    @pytest.mark.parametrize("shape", [(6,), (4, 6), (2, 3, 6), (2, 1, 3, 6)])
+    def test_any_leading_dims_match_numpy_and_sklearn(self, shape: tuple[int, ...]) -> None:
+        acts, v = randn(*shape), randn(6, seed=1)
+        proj, cos = projection(acts, v), batch_cosine_similarity(acts, v)
+        assert proj.shape == cos.shape == shape[:-1] and proj.dtype == torch.float64
+        close(proj, np.einsum("...d,d->...", acts, v) / np.linalg.norm(v), atol=1e-12)
+        flat = sk_cosine(acts.reshape(-1, 6), v[None])[:, 0]
+        close(cos, flat.reshape(shape[:-1]), atol=1e-12)
+
+    def test_zero_activation_rows_score_zero_as_in_sklearn(self) -> None:
+        acts = randn(3, 4, 5)
+        acts[0, 1], acts[2, :] = 0.0, 0.0
+        v = randn(5, seed=1)
+        for dtype in (torch.float32, torch.float64):
+            vt = torch.tensor(v, dtype=dtype)
+            cos = batch_cosine_similarity(torch.tensor(acts, dtype=dtype), vt)
+            assert not bool(cos.isnan().any()) and cos.dtype == dtype
+            close(cos, sk_cosine(acts.reshape(-1, 5), v[None]).reshape(3, 4), atol=1e-6)
+            assert float(cos[0, 1]) == 0.0 and bool((cos[2] == 0).all())
+            assert projection(torch.tensor(acts, dtype=dtype), vt)[2].tolist() == [0.0] * 4
+        tiny = torch.tensor([[1e-30, 0.0], [0.0, -2.0]])  # norm under the float32 zero floor
+        got = batch_cosine_similarity(tiny, torch.tensor([1.0, 0.0]))
+        assert got.abs().max() < 1e-20  # sklearn's rule: divided by 1, not by its tiny norm
+
+    def test_orthogonalize_keeps_zero_rows_zero(self) -> None:
+        v, against = randn(4, 6), randn(6, seed=1)
+        v[1] = 0.0
+        out = orthogonalize(v, against)
+        assert not bool(out.isnan().any()) and out[1].tolist() == [0.0] * 6
+        close(out, v - np.outer(v @ against, against) / (against @ against), atol=1e-12)
 
     def test_pairwise_matches_sklearn_and_keeps_dict_order(self) -> None:
         vecs = randn(6, 8)
@@ -82,13 +118,13 @@ class TestSubspaces:
     def test_orthogonalize_then_cosine_is_zero(self) -> None:
         v, against = randn(16), randn(16, seed=1)
         out = orthogonalize(torch.tensor(v, dtype=torch.float32), against)
-        assert abs(cosine_similarity(out, against)) < 1e-6
+        assert abs(float(cosine_similarity(out, against))) < 1e-6
         close(out, v - (v @ against) / (against @ against) * against)
 
     def test_orthogonalize_against_rows_removes_their_span(self) -> None:
         v, rows = randn(10), randn(3, 10, seed=1)
         out = orthogonalize(v, rows)
-        assert all(abs(cosine_similarity(out, r)) < 1e-10 for r in rows)
+        assert all(abs(float(cosine_similarity(out, r))) < 1e-10 for r in rows)
 
     @settings(max_examples=40, deadline=None)
     @given(
@@ -221,7 +257,7 @@ class TestGeometry:
         close(out["cross_cosine"], sk_cosine(mat_a, mat_b), atol=1e-12)
         assert out["matched_names"] == ["joy", "fear"] and out["names_b"] == ["fear", "joy"]
         for name in out["matched_names"]:
-            cos = cosine_similarity(a[name], b[name])
+            cos = float(cosine_similarity(a[name], b[name]))
             assert abs(out["matched_cosine"][name] - cos) < 1e-12
             assert abs(out["retained_norm"][name] - np.sqrt(1 - cos**2)) < 1e-12
         resid = np.stack([orthogonalize(a[n], b[n]).numpy() for n in out["matched_names"]])
@@ -285,7 +321,39 @@ ERROR_CASES: list[tuple[Callable[[], Any], type[Exception], str]] = [
     (lambda: projection(torch.ones(3, 4), torch.ones(5)), ValueError, r"\(3, 4\).*\(5,\)"),
     (lambda: projection(torch.ones(3, 4), torch.zeros(4)), ValueError, "vector is all zeros"),
     (lambda: projection(torch.ones(0, 4), torch.ones(4)), ValueError, "activations is empty"),
-    (lambda: projection(torch.ones(2, 2, 2), torch.ones(2)), ValueError, r"\[n, d\] or \[d\]"),
+    (
+        lambda: projection(torch.ones(2, 5, 4), torch.ones(3)),
+        ValueError,
+        r"activations has shape \(2, 5, 4\) but vector has shape \(3,\).*hidden size",
+    ),
+    (
+        lambda: batch_cosine_similarity(torch.ones(2, 5, 4), torch.ones(3)),
+        ValueError,
+        r"\(2, 5, 4\) but vector has shape \(3,\)",
+    ),
+    (lambda: projection(torch.tensor(1.0), torch.ones(2)), ValueError, r"\[\.\.\., d\].*\(\)"),
+    (lambda: projection(torch.ones(3), torch.ones(1, 3)), ValueError, r"vector must .*\[d\]"),
+    (lambda: batch_cosine_similarity(torch.ones(2, 3), torch.zeros(3)), ValueError, "all zeros"),
+    (
+        lambda: batch_cosine_similarity(torch.ones(2, 3), torch.full((3,), 1e-25)),
+        ValueError,
+        r"vector has norm 1.73e-25, at or below 1.08e-19 .*pass a non-zero vector",
+    ),
+    (
+        lambda: projection(torch.ones(4), torch.full((4,), 1e308, dtype=torch.float64)),
+        ValueError,
+        r"vector has norm inf, not a finite torch.float64",
+    ),
+    (
+        lambda: cosine_similarity(torch.tensor([1e-30, 0.0]), torch.tensor([1.0, 0.0])),
+        ValueError,
+        "a has norm 1e-30, at or below",
+    ),
+    (
+        lambda: orthogonalize(torch.ones(3), torch.full((3,), 1e-30)),
+        ValueError,
+        "against has norm",
+    ),
     (lambda: batch_cosine_similarity(A([[1.0, np.nan]]), A([1.0, 0])), ValueError, "1 NaN or inf"),
     (lambda: cosine_similarity(A([1.0, 2.0]), A([0.0, 0.0])), ValueError, "b is all zeros"),
     (
@@ -371,7 +439,8 @@ def test_errors_name_the_problem(call: Callable[[], Any], error: type, message: 
 
 
 @pytest.mark.parametrize(
-    "module", [trait_lab.math.linalg, trait_lab.math.geometry, trait_lab.math.metrics]
+    "module",
+    [trait_lab.math.checks, trait_lab.math.linalg, trait_lab.math.geometry, trait_lab.math.metrics],
 )
 def test_docstring_examples(module: Any) -> None:
     failed, attempted = doctest.testmod(module)

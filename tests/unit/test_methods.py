@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pytest
@@ -83,14 +83,50 @@ class TestRegistry:
         assert "mean_diff, probe, gradient, random_baseline, rfm" in str(err.value)
 
 
+#: diagnostics each method documents (a subset: methods may record more)
+DOCUMENTED = {
+    "mean_diff": {"raw_norm", "flipped"},
+    "probe": {"C", "train_accuracy", "converged", "flipped"},
+    "gradient": {"initial_objective", "final_objective", "shrinkage", "flipped"},
+    "random_baseline": {"seed"},
+    "rfm": {"bandwidth", "center_grads", "val_auc", "n_train", "n_val", "flipped"},
+}
+
+
 class TestResult:
     def test_frozen_and_dict_access(self, results: dict[str, MethodResult]) -> None:
         res = results["mean_diff"]
         assert res["vector"] is res.vector and res["method"] == "mean_diff"
         with pytest.raises(dataclasses.FrozenInstanceError):
             res.method = "probe"  # type: ignore[misc]
-        with pytest.raises(KeyError, match="'vector', 'method' and 'diagnostics'"):
+        msg = r"'vec' is not a key of this mean_diff result; its keys are \['vector', 'method', "
+        with pytest.raises(KeyError, match=msg):
             res["vec"]
+        with pytest.raises(KeyError, match="'diagnostics' is not a key"):
+            res["diagnostics"]  # the dict is res.diagnostics; its entries are keys themselves
+
+    @pytest.mark.parametrize("name", METHODS)
+    def test_reads_as_the_documented_dict(
+        self, name: str, results: dict[str, MethodResult]
+    ) -> None:
+        res = results[name]
+        assert isinstance(res, Mapping)
+        keys = ["vector", "method", *res.diagnostics]
+        assert list(res) == keys and list(res.keys()) == keys and len(res) == len(keys)
+        assert DOCUMENTED[name] <= set(res) and "vector" in res and "nope" not in res
+        as_dict = dict(res)
+        assert as_dict["vector"] is res.vector and as_dict["method"] == name
+        assert {k: as_dict[k] for k in res.diagnostics} == res.diagnostics
+        assert [k for k, _ in res.items()] == keys and res.get("nope") is None
+        assert res.get("nope", 3) == 3 and res.get("vector") is res.vector
+        norm = np.linalg.norm(res["vector"].numpy().astype(np.float64))  # numpy, not torch
+        assert norm == pytest.approx(1.0, abs=1e-5)
+        same = results[name]
+        assert res == same and res != dict(res) and {res: 1}[same] == 1  # identity, hashable
+
+    def test_diagnostics_may_not_shadow_the_fields(self) -> None:
+        with pytest.raises(ValueError, match=r"reserved key\(s\) \['vector'\]"):
+            MethodResult(torch.ones(2), "mean_diff", {"vector": 1.0})
 
     @pytest.mark.parametrize("name", METHODS)
     def test_unit_fp32_cpu_and_json_diagnostics(

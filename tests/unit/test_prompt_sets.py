@@ -36,13 +36,13 @@ def test_research_mode_writes_per_token_output_beside_not_over(tmp_path: Path) -
     prompts = tmp_path / "probe_set.txt"
     prompts.write_text("one two three four\nfive six seven\n")
     record, folder = research_calibration(
-        model, FakeTokenizer(), "exp", "inst", prompts, root=tmp_path
+        model, FakeTokenizer(), "exp", "inst", prompts, root=tmp_path, per_token=True
     )
     assert folder.name == "probe_set" and folder.parent.name == "research"
     assert (
         load_calibration(folder / "calibration.json")["tokens_seen"] == 7 == record["tokens_seen"]
     )
-    rows = json.loads((folder / "per_token.json").read_text())
+    rows = json.loads((folder / "per_token.json").read_text())["prompts"]
     assert len(rows) == 2
     assert not calibration_path("exp", "inst", tmp_path).exists()  # the variant's own is untouched
 

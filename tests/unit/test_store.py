@@ -247,7 +247,7 @@ class TestExtractRepresentations:
         model, data = models[arch], samples()
         layers = decoder_layers(model)
         names = [layers[0], layers[1], final_norm(arch)]
-        acts = extract_representations(model, data, names, batch_size=3)
+        acts = extract_representations(model, data, names, batch_size=3, as_list=True)
         last = extract_representations(model, data, names, batch_size=4, positions="last")
         for i, sample in enumerate(data):
             hs = alone(model, sample["input_ids"])
@@ -265,7 +265,7 @@ class TestExtractRepresentations:
             {"input_ids": [0, 0, *raw[0]], "attention_mask": [0, 0, 1, 1, 1, 1]},  # left-padded
             {"input_ids": [*raw[1], 0], "attention_mask": [1, 1, 0]},  # right-padded
         ]
-        acts = extract_representations(model, data, ["model.layers.0"], batch_size=2)
+        acts = extract_representations(model, data, ["model.layers.0"], batch_size=2, as_list=True)
         for got, ids in zip(acts["model.layers.0"], raw, strict=True):
             torch.testing.assert_close(got, alone(model, torch.tensor(ids))[1], atol=ATOL, rtol=0)
 
@@ -284,7 +284,12 @@ class TestExtractRepresentations:
 
         for positions in ("all", "last"):
             acts = extract_representations(
-                model, data, ["model.layers.1"], collate=collate, positions=positions
+                model,
+                data,
+                ["model.layers.1"],
+                collate=collate,
+                positions=positions,
+                as_list=positions == "all",
             )
             for i, s in enumerate(data):
                 ref = alone(model, s["input_ids"])[2]
@@ -296,10 +301,17 @@ class TestExtractRepresentations:
     def test_iterable_dataset_and_max_samples(self) -> None:
         model, data = tiny_model("gpt2"), samples()
         acts = extract_representations(
-            model, (s for s in data), ["transformer.h.0"], max_samples=3, positions=None
+            model,
+            (s for s in data),
+            ["transformer.h.0"],
+            max_samples=3,
+            positions=None,
+            as_list=True,
         )
         assert [len(t) for t in acts["transformer.h.0"]] == [5, 9, 1]
-        acts = extract_representations(model, data, ["transformer.h.0"], max_samples=2)
+        acts = extract_representations(
+            model, data, ["transformer.h.0"], max_samples=2, as_list=True
+        )
         assert len(acts["transformer.h.0"]) == 2
 
     def test_train_flags_restored_and_hooks_removed_on_exception(
@@ -318,7 +330,9 @@ class TestExtractRepresentations:
 
         monkeypatch.setattr(model.model.layers[1], "forward", boom)
         with pytest.raises(RuntimeError, match="boom in forward"):
-            extract_representations(model, samples(), ["model.layers.0", "model.norm"])
+            extract_representations(
+                model, samples(), ["model.layers.0", "model.norm"], as_list=True
+            )
         assert seen == [False]  # ran in eval mode
         assert {name: m.training for name, m in model.named_modules()} == before
         assert hooks(model) == installed
@@ -330,7 +344,7 @@ class TestExtractRepresentations:
             acts["emb"], model.emb(torch.stack([s["input_ids"] for s in samples((3, 3))]))[:, -1]
         )
         with pytest.warns(UserWarning, match="attention_mask"):
-            extract_representations(model, samples((3, 2)), ["emb"])
+            extract_representations(model, samples((3, 2)), ["emb"], as_list=True)
         with pytest.raises(RuntimeError, match="'unused' did not run"):
             extract_representations(model, samples((3,)), ["unused"])
         assert no_hooks(model)
@@ -347,14 +361,14 @@ class TestExtractRepresentations:
 
 
 class TestSaveLoad:
-    def test_npz_bf16_bit_exact(self, tmp_path: Path) -> None:
+    def test_npz_bf16_as_float32_with_exact_values(self, tmp_path: Path) -> None:
         x = torch.randn(4, 5).bfloat16()
         x[0, :4] = torch.tensor([float("nan"), float("inf"), -0.0, 1e-40])
         path = tmp_path / "a.npz"
         save_activations({"h": x, "f16": x.half(), "f32": x.float()}, path)
         got = load_activations(path)
-        assert got["h"].dtype == torch.bfloat16
-        assert torch.equal(got["h"].view(torch.int16), x.view(torch.int16))
+        assert got["h"].dtype == torch.float32  # numpy has no bf16; float32 holds it exactly
+        assert torch.equal(got["h"].bfloat16().view(torch.int16), x.view(torch.int16))
         with np.load(path, allow_pickle=False) as z:  # plain numpy tools read native dtypes
             assert z["f16"].dtype == np.float16 and z["f32"].dtype == np.float32
         assert torch.equal(got["f16"].view(torch.int16), x.half().view(torch.int16))
@@ -369,12 +383,18 @@ class TestSaveLoad:
             "file": ragged,  # a key np.savez(**kw) would choke on
             "empty": [],
         }
+        if suffix == ".npz":  # plain arrays only: lists need .safetensors
+            acts = {k: v for k, v in acts.items() if not isinstance(v, list)}
+            acts["file"] = torch.ones(2, 3)  # still a key np.savez(**kw) would choke on
         save_activations(acts, tmp_path / f"a{suffix}")
         got = load_activations(tmp_path / f"a{suffix}")
         assert torch.equal(got["layers.0"], acts["layers.0"]) and torch.equal(
             got["ids"], acts["ids"]
         )
         assert got["np"].dtype == torch.float16
+        if suffix == ".npz":
+            assert torch.equal(got["file"], torch.ones(2, 3))
+            return
         assert got["empty"] == []
         assert len(got["file"]) == 3
         for a, b in zip(got["file"], ragged, strict=True):
@@ -444,7 +464,7 @@ class TestStreaming:
     def test_streamed_equals_in_memory_and_resumes(self, tmp_path: Path) -> None:
         model, data = tiny_model("qwen2"), samples()
         names = ["model.layers.0", "model.norm"]
-        ref = extract_representations(model, data, names, batch_size=2)
+        ref = extract_representations(model, data, names, batch_size=2, as_list=True)
         rows: list[int] = []
         handle = model.register_forward_pre_hook(
             lambda m, a, kw: rows.append(len(kw["input_ids"])), with_kwargs=True

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, TypeAlias
 
@@ -89,7 +91,9 @@ class ActivationStore:
     memory with the model's tensors. ``positions`` keeps only some sequence positions before
     the copy: ``"all"``/``None``, ``"last"``, an int, a slice, a list of ints (all index dim 1),
     or a callable ``output -> tensor``. Hooks are registered by ``enable()`` or on entering
-    ``with``, and removed by ``disable()`` or on leaving it (also on exceptions).
+    ``with``, and removed by ``disable()`` or on leaving it (also on exceptions). The hooks
+    hold the store weakly: a store garbage-collected while enabled removes its hooks and
+    warns (``UserWarning``) to call ``disable()`` — do not rely on that.
 
     Example:
         >>> from trait_lab.testing import tiny_model, tiny_batch
@@ -133,26 +137,35 @@ class ActivationStore:
         """Whether the hooks are currently registered."""
         return bool(self._handles)
 
+    def _record(self, name: str, output: torch.Tensor) -> None:
+        raw = output.detach()
+        try:
+            t = _select(self.positions, raw)
+        except Exception as err:
+            raise ValueError(
+                f"positions selector failed on module {name!r} (output shape "
+                f"{tuple(raw.shape)}): {err}"
+            ) from err
+        t = t.to(
+            device="cpu" if self.to_cpu else t.device,
+            dtype=self.dtype if self.dtype else t.dtype,
+        )
+        if t.untyped_storage().data_ptr() == raw.untyped_storage().data_ptr():
+            t = t.clone()  # own the memory: the model may reuse it, and views pin the buffer
+        if self.accumulate:
+            self._captures.setdefault(name, []).append(t)
+        else:
+            self._captures[name] = [t]
+
     def _observer(self, name: str) -> Callable[[torch.Tensor], None]:
+        # The hook holds the store weakly: a store dropped while enabled is still collected
+        # while the model lives, and its __del__ removes the hooks.
+        ref = weakref.ref(self)
+
         def observe(output: torch.Tensor) -> None:
-            raw = output.detach()
-            try:
-                t = _select(self.positions, raw)
-            except Exception as err:
-                raise ValueError(
-                    f"positions selector failed on module {name!r} (output shape "
-                    f"{tuple(raw.shape)}): {err}"
-                ) from err
-            t = t.to(
-                device="cpu" if self.to_cpu else t.device,
-                dtype=self.dtype if self.dtype else t.dtype,
-            )
-            if t.untyped_storage().data_ptr() == raw.untyped_storage().data_ptr():
-                t = t.clone()  # own the memory: the model may reuse it, and views pin the buffer
-            if self.accumulate:
-                self._captures.setdefault(name, []).append(t)
-            else:
-                self._captures[name] = [t]
+            store = ref()
+            if store is not None:
+                store._record(name, output)
 
         return observe
 
@@ -211,6 +224,19 @@ class ActivationStore:
 
     def __exit__(self, *exc: object) -> None:
         self.disable()
+
+    def __del__(self) -> None:
+        # A store dropped while enabled: take its hooks off the model, then say so.
+        if not getattr(self, "_handles", None):
+            return
+        self.disable()
+        warnings.warn(
+            f"an ActivationStore capturing {self._names} was garbage-collected while enabled; "
+            "its hooks have been removed now. Call store.disable() when done (or use `with "
+            "ActivationStore(...) as store:`): garbage collection may come late or never.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def __repr__(self) -> str:
         return f"ActivationStore({self._names}, enabled={self.enabled})"

@@ -1,4 +1,5 @@
-"""Records with one schema mechanism, atomic writes, the experiments layout and resumable runs."""
+"""Records with one schema mechanism, atomic writes, the experiments layout, resumable runs
+and profiling (time and memory on CUDA, MPS or the CPU)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from trait_lab.core.jsonl import (
     append_jsonl,
     read_jsonl,
 )
+from trait_lab.core.model_config import (
+    ModelConfig,
+)
 from trait_lab.core.paths import (
     CONFIG_NAME,
     activations_dir,
@@ -28,12 +32,21 @@ from trait_lab.core.paths import (
     experiments_root,
     extraction_dir,
     inference_dir,
+    metadata_path,
     record_path,
     records_dir,
     research_dir,
     steering_dir,
     vector_path,
     vectors_dir,
+)
+from trait_lab.core.profiling import (
+    Profile,
+    bandwidth_report,
+    find_cuda_tensors,
+    gpu_profile,
+    memory_stats,
+    tensor_size_gb,
 )
 from trait_lab.core.records import (
     Record,
@@ -46,6 +59,10 @@ from trait_lab.core.records import (
     invalid,
     jsonable,
     set_field,
+)
+from trait_lab.core.responses import (
+    ProjectionEntry,
+    ResponseRecord,
 )
 from trait_lab.core.runs import (
     ResumableRun,
@@ -79,9 +96,13 @@ __all__ = [
     "ActivationMetadata",
     "ExperimentConfig",
     "JudgeResult",
+    "ModelConfig",
     "ModelVariant",
+    "Profile",
     "ProjectionConfig",
+    "ProjectionEntry",
     "Record",
+    "ResponseRecord",
     "ResumableRun",
     "Schema",
     "SchemaError",
@@ -93,6 +114,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "bandwidth_report",
     "calibration_path",
     "check_choice",
     "check_float",
@@ -105,12 +127,16 @@ __all__ = [
     "experiment_dir",
     "experiments_root",
     "extraction_dir",
+    "find_cuda_tensors",
     "get_model_variant",
+    "gpu_profile",
     "inference_dir",
     "invalid",
     "jsonable",
     "load_experiment_config",
     "load_json",
+    "memory_stats",
+    "metadata_path",
     "read_jsonl",
     "record_path",
     "records_dir",
@@ -118,6 +144,7 @@ __all__ = [
     "save_json",
     "set_field",
     "steering_dir",
+    "tensor_size_gb",
     "vector_path",
     "vectors_dir",
 ]

@@ -7,6 +7,7 @@
         config.json                                 config_path()
         extraction/<trait>/<variant>/               extraction_dir()
           activations/<component>.safetensors       activations_path()
+          metadata.json                             metadata_path()
           vectors/<component>/<method>/layer_<L>.safetensors     vector_path()
         steering/<trait>/<variant>/<run>/           steering_dir()
           search/results.jsonl, report/results.jsonl, summary.json
@@ -48,6 +49,7 @@ __all__ = [
     "experiments_root",
     "extraction_dir",
     "inference_dir",
+    "metadata_path",
     "record_path",
     "records_dir",
     "research_dir",
@@ -181,6 +183,16 @@ def activations_path(out_dir: str | os.PathLike[str], component: str) -> Path:
     """
     component = check_name("activations_path", "component", component)
     return activations_dir(out_dir) / f"{component}.safetensors"
+
+
+def metadata_path(out_dir: str | os.PathLike[str]) -> Path:
+    """``<extraction folder>/metadata.json``: the extraction's ``ActivationMetadata``.
+
+    Example:
+        >>> metadata_path("out").as_posix()
+        'out/metadata.json'
+    """
+    return Path(out_dir) / "metadata.json"
 
 
 def vectors_dir(out_dir: str | os.PathLike[str]) -> Path:

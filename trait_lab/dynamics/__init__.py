@@ -1,5 +1,5 @@
 """Token-by-token dynamics: massive dims, calibration, cleaning, projection
-records and inference.
+records, research-mode per-token output and inference.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ from trait_lab.dynamics.massive import (
 from trait_lab.dynamics.matrix import (
     trait_matrix,
 )
+from trait_lab.dynamics.per_token import (
+    PER_TOKEN_NAME,
+    PER_TOKEN_SCHEMA,
+    load_per_token,
+    per_token_values,
+)
 from trait_lab.dynamics.records import (
     PROJECTION_SCHEMA,
     Members,
@@ -63,6 +69,8 @@ __all__ = [
     "CLEAN_OPTIONS",
     "MODES",
     "NEUTRAL_PROMPTS",
+    "PER_TOKEN_NAME",
+    "PER_TOKEN_SCHEMA",
     "PROJECTION_SCHEMA",
     "STATE_NAME",
     "TOP_N",
@@ -87,8 +95,10 @@ __all__ = [
     "dims_to_clean",
     "ensure_calibration",
     "load_calibration",
+    "load_per_token",
     "load_record",
     "passive_collector",
+    "per_token_values",
     "project_prompts",
     "records_dir",
     "research_calibration",

@@ -1,10 +1,17 @@
 """Running a calibration: explicit (neutral prompts), research mode, and "find or rebuild".
 
-:func:`calibrate` runs prompts through a :class:`~trait_lab.dynamics.massive.MassiveDimCollector`;
+:func:`calibrate` runs prompts through a :class:`~trait_lab.dynamics.massive.MassiveDimCollector`
+and writes ``calibration.json`` only once the run is complete (the old file stays otherwise);
 :func:`ensure_calibration` returns an experiment variant's calibration, rebuilding it (with a
 logged warning saying why) when it is missing, corrupt or made for another model — a bad file
-is never used; :func:`passive_collector` is what an inference run wraps itself in so that the
-first run calibrates for free.
+is never used — or, with ``overwrite=True``, whenever asked (``trait-lab calibrate
+--overwrite``: from the 50 curated neutral prompts instead of whatever the first inference run
+saw); :func:`passive_collector` is what an inference run wraps itself in so that the first run
+calibrates for free; :func:`research_calibration` calibrates on a named prompt set, with
+per-token output on request (:mod:`trait_lab.dynamics.per_token`).
+
+Every calibration records where its prompts came from: ``prompt_source`` (``"neutral"``,
+``"inference"``, a prompt set's name or ``"custom"``) and, for explicit runs, ``n_prompts``.
 
 Example:
     >>> from trait_lab.core.paths import calibration_path
@@ -34,12 +41,12 @@ from trait_lab.dynamics.massive import (
     MassiveDimCollector,
     load_calibration,
 )
-from trait_lab.hooks.capture import MultiLayerCapture
+from trait_lab.dynamics.per_token import PER_TOKEN_NAME, per_token_values
 from trait_lab.models.architectures import hidden_size, n_layers
 from trait_lab.models.identity import model_name
 from trait_lab.prompts.prompt_sets import load_prompt_set
 
-__all__ = ["calibrate", "ensure_calibration", "passive_collector"]
+__all__ = ["calibrate", "ensure_calibration", "passive_collector", "research_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,31 @@ def _batches(tokenizer: Any, prompts: list[str], batch_size: int) -> list[dict[s
         dict(tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True))
         for i in range(0, len(prompts), batch_size)
     ]
+
+
+def _checked(prompts: Any, batch_size: Any, source: str | None) -> tuple[list[str], str]:
+    """The prompts as a list and the name of their source, or a ``ValueError`` / ``TypeError``."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts is one string; pass a list of prompts (e.g. NEUTRAL_PROMPTS)")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty; pass at least one prompt (e.g. NEUTRAL_PROMPTS)")
+    not_text = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
+    if not_text is not None:
+        bad = prompts[not_text]
+        raise TypeError(
+            f"prompts[{not_text}] is {bad!r} ({type(bad).__name__}); pass one string per prompt"
+        )
+    blank = [i for i, p in enumerate(prompts) if not p.strip()]
+    if blank:
+        raise ValueError(f"prompts {blank} are blank; drop them or give them text")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if source is None:
+        source = "neutral" if tuple(prompts) == NEUTRAL_PROMPTS else "custom"
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"source must name the prompts (e.g. 'neutral'), got {source!r}")
+    return prompts, source
 
 
 @overload
@@ -61,6 +93,7 @@ def calibrate(
     batch_size: int = ...,
     *,
     progress: bool = ...,
+    source: str | None = ...,
 ) -> dict[str, Any]: ...
 @overload
 def calibrate(
@@ -72,7 +105,8 @@ def calibrate(
     batch_size: int = ...,
     *,
     progress: bool = ...,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]: ...
+    source: str | None = ...,
+) -> tuple[dict[str, Any], dict[str, Any]]: ...
 def calibrate(
     model: nn.Module,
     tokenizer: Any,
@@ -82,65 +116,62 @@ def calibrate(
     batch_size: int = 8,
     *,
     progress: bool = False,
-) -> dict[str, Any] | tuple[dict[str, Any], list[dict[str, Any]]]:
+    source: str | None = None,
+) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
     """Explicit calibration on ``prompts`` (every token counts); writes and returns the record.
 
-    Starts fresh (any saved collector state at ``out_path`` is discarded). ``per_token=True``
-    (research mode) runs a second pass and also returns, per prompt, ``{"prompt", "input_ids",
-    "dims", "values"}`` where ``values[layer][token][i]`` is dim ``dims[i]`` (the candidates,
-    plus the ``"top5"`` clean-option dims) at that token; it is also written to ``per_token.json``.
+    Starts fresh (any saved collector state at ``out_path`` is discarded) and replaces the file
+    at ``out_path`` atomically once every pass has run: if a pass fails, the old file is left as
+    it was and no collector state stays behind. The record notes ``prompt_source`` (``source``;
+    by default ``"neutral"`` for :data:`NEUTRAL_PROMPTS`, else ``"custom"``) and ``n_prompts``.
+    ``per_token=True`` (research mode) runs a second pass and also returns the per-token table
+    of the massive dims (the candidates plus the ``"top5"`` clean-option dims), written to
+    ``per_token.json`` beside ``out_path`` (layout: :mod:`trait_lab.dynamics.per_token`).
     ``tokenizer(texts, return_tensors="pt", padding=True)`` must return ids and a mask.
     ``progress`` shows a bar per pass.
 
     Example:
         >>> calibrate(model, tokenizer, NEUTRAL_PROMPTS, "calibration.json")  # doctest: +SKIP
     """
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts is empty; pass at least one prompt (e.g. NEUTRAL_PROMPTS)")
+    prompts, source = _checked(prompts, batch_size, source)
     out_path = Path(out_path)
-    out_path.with_name(STATE_NAME).unlink(missing_ok=True)
     batches = _batches(tokenizer, prompts, batch_size)
+    state = out_path.with_name(STATE_NAME)
+    state.unlink(missing_ok=True)
+    table: dict[str, Any] | None = None
+    try:
+        record = _collect(model, batches, out_path, progress)
+        record.update(prompt_source=source, n_prompts=len(prompts))
+        if per_token:
+            dims = sorted(set(record["candidates"]) | set(dims_to_clean(record, "top5")))
+            table = per_token_values(
+                model, batches, prompts, dims, source=source, progress=progress
+            )
+    finally:
+        state.unlink(missing_ok=True)  # the collector saves it after every forward
+    if table is not None:
+        atomic_write_json(out_path.with_name(PER_TOKEN_NAME), table, indent=None)
+    atomic_write_json(out_path, record)
+    return record if table is None else (record, table)
+
+
+def _collect(
+    model: nn.Module, batches: list[dict[str, Any]], out_path: Path, progress: bool
+) -> dict[str, Any]:
+    """The calibration record of one pass over ``batches`` (nothing is written but the state)."""
     device = next(model.parameters()).device
     collector = MassiveDimCollector(model, out_path, max_tokens=2**62)
-    bar = tqdm(total=len(prompts), desc="calibrating", unit="prompt", disable=not progress)
-    with bar, torch.no_grad(), collector:
-        for batch in batches:
-            model(**{k: v.to(device) for k, v in batch.items()})
-            bar.update(len(batch["input_ids"]))
-    record = load_calibration(out_path)
-    if not per_token:
-        return record
-
-    dims = sorted(set(record["candidates"]) | set(dims_to_clean(record, "top5")))
-    rows = _per_token(model, batches, prompts, dims, progress)
-    atomic_write_json(out_path.with_name("per_token.json"), rows, indent=None)
-    return record, rows
-
-
-def _per_token(
-    model: nn.Module,
-    batches: list[dict[str, Any]],
-    prompts: list[str],
-    dims: list[int],
-    progress: bool,
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    device = next(model.parameters()).device
-    bar = tqdm(total=len(prompts), desc="per-token values", unit="prompt", disable=not progress)
-    capture = MultiLayerCapture(model, to_cpu=True, dtype=torch.float32)
-    with bar, torch.no_grad(), capture as cap:
-        for batch in batches:
-            cap.clear()
-            model(**{k: v.to(device) for k, v in batch.items()})
-            values = torch.stack([h[..., dims] for h in cap.get_all().values()], 1)
-            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
-            for i, keep in enumerate(mask):
-                ids = batch["input_ids"][i][keep].tolist()
-                row = {"prompt": prompts[len(rows)], "input_ids": ids, "dims": dims}
-                rows.append({**row, "values": values[i][:, keep].tolist()})
-            bar.update(len(mask))
-    return rows
+    total = sum(len(batch["input_ids"]) for batch in batches)
+    bar = tqdm(total=total, desc="calibrating", unit="prompt", disable=not progress)
+    with bar, torch.no_grad():
+        collector.attach()
+        try:
+            for batch in batches:
+                model(**{k: v.to(device) for k, v in batch.items()})
+                bar.update(len(batch["input_ids"]))
+        finally:
+            collector.remove()
+    return collector.calibration()
 
 
 def _usable(path: Path, model: nn.Module, action: str) -> dict[str, Any] | None:
@@ -167,20 +198,30 @@ def ensure_calibration(
     root: str | os.PathLike[str] | None = None,
     prompts: list[str] | tuple[str, ...] = NEUTRAL_PROMPTS,
     *,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The variant's calibration: loaded when valid, else built from ``prompts``.
 
     A corrupt file, or one made for another model id, width or layer count, is never used: a
-    warning says why and the file is rebuilt from the neutral prompts (``progress`` shows a bar).
+    warning says why and the file is rebuilt from ``prompts`` (by default the 50 curated
+    neutral prompts). ``overwrite=True`` rebuilds it even when it is valid — e.g. one the first
+    inference run collected from its own prompts (``prompt_source`` ``"inference"``); the old
+    file stays until the new one is complete. ``progress`` shows a bar.
 
     Example:
         >>> ensure_calibration(model, tokenizer, "demo", "instruct")  # doctest: +SKIP
+        >>> ensure_calibration(model, tok, "demo", "instruct", overwrite=True)  # doctest: +SKIP
     """
     path = calibration_path(experiment, variant, root)
-    record = _usable(path, model, "rebuilding")
-    if record is not None:
-        return record
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    if overwrite:
+        logger.info("rebuilding massive-activation calibration %s (overwrite=True)", path)
+    else:
+        record = _usable(path, model, "rebuilding")
+        if record is not None:
+            return record
     return calibrate(model, tokenizer, prompts, path, progress=progress)
 
 
@@ -193,8 +234,9 @@ def passive_collector(
 ) -> AbstractContextManager[Any]:
     """Wrap the first inference run of a variant: a collector, or a no-op once calibrated.
 
-    Returns a :class:`MassiveDimCollector` (resuming any saved state) when the variant has no
-    usable ``calibration.json``, else ``contextlib.nullcontext()`` so later runs skip.
+    Returns a :class:`MassiveDimCollector` (resuming any saved state; its calibration records
+    ``prompt_source`` ``"inference"``) when the variant has no usable ``calibration.json``, else
+    ``contextlib.nullcontext()`` so later runs skip.
 
     Example:
         >>> with passive_collector(model, "demo", "instruct"):  # doctest: +SKIP
@@ -203,7 +245,7 @@ def passive_collector(
     path = calibration_path(experiment, variant, root)
     if _usable(path, model, "recollecting") is not None:
         return nullcontext()
-    return MassiveDimCollector(model, path, max_tokens=max_tokens)
+    return MassiveDimCollector(model, path, max_tokens=max_tokens, prompt_source="inference")
 
 
 def research_calibration(
@@ -215,26 +257,34 @@ def research_calibration(
     root: str | os.PathLike[str] | None = None,
     batch_size: int = 8,
     *,
+    per_token: bool = False,
     progress: bool = False,
 ) -> tuple[dict[str, Any], Path]:
-    """Research mode: calibrate on a named prompt set with per-token output.
+    """Research mode: calibrate on a named prompt set, with per-token output on request.
 
-    Writes ``calibration.json`` and ``per_token.json`` under
+    Writes ``calibration.json`` (``prompt_source`` = the set's name) under
     ``.../massive_activations/research/<set>/`` (:func:`~trait_lab.core.paths.research_dir`;
     the variant's own calibration is untouched) and returns the record and that folder.
+    ``per_token=True`` also writes ``per_token.json`` there (every prompt's values of the
+    massive dims, token by token, per layer: :mod:`trait_lab.dynamics.per_token`); without it,
+    an older ``per_token.json`` in the folder is deleted, as it no longer matches.
 
     Example:
         >>> research_calibration(model, tok, "default", "instruct", "borderline")  # doctest: +SKIP
+        >>> research_calibration(  # doctest: +SKIP
+        ...     model, tok, "default", "instruct", "borderline", per_token=True)
     """
     prompts = load_prompt_set(prompt_set)
-    folder = research_dir(experiment, variant, Path(str(prompt_set)).stem, root)
-    record, _ = calibrate(
-        model,
-        tokenizer,
-        prompts,
-        folder / "calibration.json",
-        per_token=True,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    name = Path(str(prompt_set)).stem
+    folder = research_dir(experiment, variant, name, root)
+    path = folder / "calibration.json"
+    if per_token:
+        record, _ = calibrate(
+            model, tokenizer, prompts, path, True, batch_size, progress=progress, source=name
+        )
+    else:
+        record = calibrate(
+            model, tokenizer, prompts, path, False, batch_size, progress=progress, source=name
+        )
+        (folder / PER_TOKEN_NAME).unlink(missing_ok=True)
     return record, folder

@@ -3,7 +3,9 @@
 Massive dims (see :mod:`trait_lab.dynamics.massive`) add a fixed bias to every projection ``s =
 h·v̂`` and dominate every norm ``‖h‖``. Given the per-token values ``h[dims]`` of the dims to
 remove, :func:`clean_projection` returns ``(h with those dims zeroed)·v̂`` and :func:`clean_norms`
-the norm of that zeroed ``h`` — without needing the full hidden states.
+the norm of that zeroed ``h`` — without needing the full hidden states. With the full hidden
+states at hand, :func:`trait_lab.math.remove_massive_dims` zeroes the dims themselves; both
+check ``dims`` with :func:`trait_lab.math.check_dims`.
 
 Every function takes numpy arrays or torch tensors (computed in float64) and returns the same
 kind it got as ``scores``/``values``.
@@ -23,6 +25,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from trait_lab.math.massive import check_dims
 
 __all__ = [
     "CLEAN_LABELS",
@@ -117,18 +121,12 @@ def dims_to_clean(calibration: dict[str, Any], option: str) -> list[int]:
 
 
 def _check_dims(dims: Sequence[int], width: int | None, n_values: int) -> list[int]:
-    out = [int(d) for d in dims]
-    if len(set(out)) != len(out):
-        raise ValueError(f"dims has duplicates: {out}; each dim may be removed once")
+    out = check_dims(dims, width)
     if len(out) != n_values:
         raise ValueError(
             f"dim_values has {n_values} columns but {len(out)} dims were given; pass "
             "dim_values = h[..., dims] with one column per dim"
         )
-    if width is not None:
-        bad = [d for d in out if not 0 <= d < width]
-        if bad:
-            raise IndexError(f"dims {bad} are out of range for vectors of width {width}")
     return out
 
 

@@ -7,7 +7,8 @@ atomically after every counted forward (so a killed run resumes), removes its ow
 full, and :meth:`~MassiveDimCollector.finalize` writes ``calibration.json``.
 :func:`ensure_calibration` finds or (re)builds the file for an experiment's model variant;
 :func:`calibrate` runs an explicit calibration on a prompt list (by default
-:data:`NEUTRAL_PROMPTS`), optionally returning per-token values of the massive dims.
+:data:`NEUTRAL_PROMPTS`), optionally with per-token values of the massive dims. A calibration
+may also record ``prompt_source`` (where its prompts came from) and ``n_prompts``.
 
 **Prefill rule.** A forward counts when the KV cache passed to the block owner is empty; a
 forward with a non-empty cache (a decode step) is skipped. Without a cache
@@ -123,6 +124,8 @@ class MassiveDimCollector(HookContext):
         layers: Layer indices to watch; ``None`` means all.
         top_k: Dims reported per layer.
         candidate_ratio: Candidate threshold (see the module docstring).
+        prompt_source: Where the prompts come from (e.g. ``"inference"``), recorded as the
+            calibration's ``prompt_source``; ``None`` records none.
 
     Example:
         >>> import tempfile
@@ -141,6 +144,7 @@ class MassiveDimCollector(HookContext):
         layers: list[int] | None = None,
         top_k: int = 10,
         candidate_ratio: float = 100.0,
+        prompt_source: str | None = None,
     ) -> None:
         super().__init__(model)
         if max_tokens < 1:
@@ -150,6 +154,7 @@ class MassiveDimCollector(HookContext):
         self.out_path = Path(out_path)
         self.state_path = self.out_path.with_name(STATE_NAME)
         self.max_tokens, self.top_k, self.candidate_ratio = max_tokens, top_k, candidate_ratio
+        self.prompt_source = prompt_source
         self.tokens_seen = 0
         self.max_abs: dict[int, np.ndarray] = {}
         self.sum_abs: dict[int, np.ndarray] = {}
@@ -310,6 +315,7 @@ class MassiveDimCollector(HookContext):
                 "candidate_ratio": self.candidate_ratio,
                 "layers": out_layers,
                 "candidates": sorted(candidates),
+                **({"prompt_source": self.prompt_source} if self.prompt_source else {}),
             }
         )
 
@@ -355,9 +361,12 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise _fail(path, f"missing keys {missing}")
     hidden = record["hidden_size"]
-    for key in ("hidden_size", "n_layers", "tokens_seen"):
+    optional = ("n_prompts",) if "n_prompts" in record else ()  # explicit calibrations only
+    for key in ("hidden_size", "n_layers", "tokens_seen", *optional):
         if not isinstance(record[key], int) or isinstance(record[key], bool) or record[key] < 0:
             raise _fail(path, f"{key} must be a non-negative int, got {record[key]!r}")
+    if not isinstance(record.get("prompt_source", ""), str):
+        raise _fail(path, f"prompt_source must be a string, got {record['prompt_source']!r}")
     if not isinstance(record["layers"], list) or not record["layers"]:
         raise _fail(path, "layers must be a non-empty list")
     for entry in record["layers"]:

@@ -256,6 +256,37 @@ class ProjectionRecord:
             data[k] = {str(i): v for i, v in data[k].items()}
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProjectionRecord:
+        """Build a record from :meth:`to_dict` output, strictly; ``data`` is not modified.
+
+        Missing or unknown keys, another ``schema_version`` or bad values raise
+        :class:`RecordError`.
+
+        Example:
+            >>> from trait_lab.testing import tiny_record
+            >>> rec = tiny_record()
+            >>> ProjectionRecord.from_dict(rec.to_dict()) == rec
+            True
+        """
+        if not isinstance(data, Mapping):
+            raise _fail(f"from_dict expects a dict (to_dict() output), got {type(data).__name__}")
+        missing = [k for k in _KEYS if k not in data]
+        unknown = sorted(set(data) - set(_KEYS))
+        if missing or unknown:
+            raise _fail(
+                f"missing keys {missing}, unknown keys {unknown}; a record needs exactly "
+                f"{list(_KEYS)} (re-run inference to rewrite it)"
+            )
+        # top-level copies: __post_init__ normalises the layer maps in place
+        copies: dict[str, Any] = {
+            k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()
+        }
+        try:
+            return cls(**copies)
+        except TypeError as exc:
+            raise _fail(str(exc)) from exc
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the record as JSON atomically; returns the path.
 
@@ -286,16 +317,9 @@ def load_record(path: str | os.PathLike[str]) -> ProjectionRecord:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{source}: not valid JSON ({exc}); delete it and re-run") from exc
     data = PROJECTION_SCHEMA.check(data, source)
-    missing = [k for k in _KEYS if k not in data]
-    unknown = sorted(set(data) - set(_KEYS))
-    if missing or unknown:
-        raise RecordError(
-            f"{source}: missing keys {missing}, unknown keys {unknown}; a record needs exactly "
-            f"{list(_KEYS)} (re-run inference to rewrite it)"
-        )
     try:
-        return ProjectionRecord(**data)
-    except (RecordError, TypeError) as exc:
+        return ProjectionRecord.from_dict(data)
+    except RecordError as exc:
         raise RecordError(f"{source}: {exc}") from exc
 
 

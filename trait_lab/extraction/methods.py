@@ -21,13 +21,14 @@ Example:
     >>> import torch
     >>> pos, neg = torch.randn(8, 4) + torch.tensor([3.0, 0, 0, 0]), torch.randn(8, 4)
     >>> result = get_method("mean_diff").extract(pos.half(), neg.half())
-    >>> result.vector.dtype, round(float(result["vector"].norm()), 4), result.method
-    (torch.float32, 1.0, 'mean_diff')
+    >>> result["vector"].dtype, round(float(result["vector"].norm()), 4), list(result)
+    (torch.float32, 1.0, ['vector', 'method', 'raw_norm', 'flipped'])
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,22 +41,60 @@ from trait_lab.extraction.rfm import rfm_direction
 METHODS: tuple[str, ...] = ("mean_diff", "probe", "gradient", "random_baseline", "rfm")
 
 
-@dataclass(frozen=True, eq=False)
-class MethodResult:
-    """One extracted vector: ``vector`` (fp32 CPU, unit norm), ``method`` and ``diagnostics``.
+_FIELD_KEYS: tuple[str, ...] = ("vector", "method")  # the keys before the diagnostics
 
-    ``diagnostics`` holds JSON-safe scalars only. ``result["vector"]`` works too, for code
-    written against dict-shaped results. Results compare by identity (they hold a tensor).
+
+@dataclass(frozen=True, eq=False)
+class MethodResult(Mapping[str, Any]):
+    """One extracted vector, readable as the documented dict or by attribute.
+
+    The keys are ``"vector"`` (fp32 CPU, unit norm; also ``result.vector``), ``"method"``
+    (also ``result.method``) and the method's diagnostics, JSON-safe scalars also kept as the
+    dict ``result.diagnostics`` (``train_accuracy`` for probe, ``bandwidth`` and ``val_auc``
+    for rfm, ``flipped`` for every oriented method, …). ``dict(result)``, ``"x" in result``,
+    ``result.get("x")`` and iteration work as on a dict; an unknown key is a ``KeyError``
+    listing the keys there are. Results compare by identity (they hold a tensor).
+
+    Example:
+        >>> result = MethodResult(torch.tensor([1.0, 0.0]), "mean_diff", {"raw_norm": 2.0})
+        >>> list(result), result["raw_norm"], result.get("bandwidth"), "vector" in result
+        (['vector', 'method', 'raw_norm'], 2.0, None, True)
     """
 
     vector: torch.Tensor
     method: str
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        clash = sorted(set(_FIELD_KEYS) & set(self.diagnostics))
+        if clash:
+            raise ValueError(
+                f"diagnostics use the reserved key(s) {clash}, which name the result's own "
+                "fields; rename those diagnostics"
+            )
+
     def __getitem__(self, key: str) -> Any:
-        if key not in ("vector", "method", "diagnostics"):
-            raise KeyError(f"{key!r}; a MethodResult has 'vector', 'method' and 'diagnostics'")
-        return getattr(self, key)
+        if key in _FIELD_KEYS:
+            return getattr(self, key)
+        try:
+            return self.diagnostics[key]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"{key!r} is not a key of this {self.method} result; its keys are {list(self)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from _FIELD_KEYS
+        yield from self.diagnostics
+
+    def __len__(self) -> int:
+        return len(_FIELD_KEYS) + len(self.diagnostics)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
 
 def _as_float32(acts: Any, label: str) -> torch.Tensor:
@@ -115,7 +154,7 @@ class ExtractionMethod:
         Example:
             >>> import torch
             >>> res = get_method("probe").extract(torch.randn(6, 3) + 2, torch.randn(6, 3))
-            >>> res.method, res.vector.shape, "train_accuracy" in res.diagnostics
+            >>> res["method"], res["vector"].shape, "train_accuracy" in res
             ('probe', torch.Size([3]), True)
         """
         unknown = sorted(set(options) - set(self.defaults))

@@ -46,7 +46,7 @@ from trait_lab.activations.capture import capture_at_position
 from trait_lab.core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.jsonl import append_jsonl, read_jsonl
-from trait_lab.core.paths import activations_dir, activations_path, vectors_dir
+from trait_lab.core.paths import activations_dir, activations_path, metadata_path, vectors_dir
 from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ActivationMetadata, save_json
 from trait_lab.extraction.methods import get_method
@@ -275,8 +275,9 @@ def _claim(out: Path, plan: ExtractionPlan, overwrite: bool) -> None:
         if previous != inputs["hash"]:
             for folder in (activations_dir(out), vectors_dir(out)):
                 shutil.rmtree(folder, ignore_errors=True)
-            for name in (METRICS_LOG, "metrics.csv", "metadata.json"):
+            for name in (METRICS_LOG, "metrics.csv"):
                 (out / name).unlink(missing_ok=True)
+            metadata_path(out).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, inputs)
 
@@ -302,7 +303,7 @@ def _finish(
         activation_norms=norms,
         dtype=str(stored["pos"].dtype).replace("torch.", ""),
     )
-    save_json(meta, out / "metadata.json")
+    save_json(meta, metadata_path(out))
     return ExtractionSummary(out, table, computed=run.computed, skipped=run.skipped)
 
 

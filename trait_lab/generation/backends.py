@@ -27,6 +27,7 @@ from trait_lab.generation.configs import (
     ProjectionSpec,
     SteeringConfig,
     SteeringSpec,
+    StreamEvent,
 )
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.generation.vllm import VLLMBackend
@@ -50,16 +51,18 @@ class CaptureResult:
 
 
 @dataclass
-class StreamToken:
-    """One streamed step: the new text of each row (``""`` for finished rows)."""
+class StreamToken(StreamEvent):
+    """One streamed token: a ``StreamEvent`` plus each row's new text (``""`` for finished rows).
 
-    step: int
-    texts: list[str]
-    token_ids: list[int | None]
-    finished: list[bool]
-    scored_index: int | None = None
-    projections: dict[int, torch.Tensor] | None = None
-    norms: dict[int, torch.Tensor] | None = None
+    ``token`` / ``token_id`` are a single prompt's new text and id; ``activations`` (by layer,
+    then component: ``[batch, hidden]``) belong to this same token.
+
+    Example:
+        >>> StreamToken(step=0, token_ids=[7], finished=[False], texts=["Hi"]).token
+        'Hi'
+    """
+
+    texts: list[str] = field(default_factory=list)
 
     @property
     def token(self) -> str:
@@ -236,14 +239,22 @@ class LocalBackend:
         config: GenerationConfig | None = None,
         steering: Sequence[SteeringSpec] = (),
         *,
+        capture: CaptureSpec | None = None,
         projection: ProjectionSpec | None = None,
         system: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamToken]:
-        """Yield text as it is generated, for one prompt or a batch (one text per row).
+        """Yield each token as it is generated, for one prompt or a batch (one text per row).
 
-        Text is decoded incrementally per row, so multi-token characters appear whole.
-        Stop early by breaking out of the loop or setting ``cancel``.
+        Text is decoded incrementally per row, so multi-token characters appear whole. With
+        ``capture`` (or ``projection``) each token comes with its own activations
+        ``[batch, hidden]`` — the rows ``generate_with_capture`` returns — one forward step
+        later than without. Stop early by breaking out of the loop or setting ``cancel``.
+
+        Example:
+            >>> spec = CaptureSpec(layers=[14])
+            >>> for token in backend.stream("Hi", capture=spec):  # doctest: +SKIP
+            ...     print(token.token, token.activations[14]["residual"].shape)
         """
         config = config or GenerationConfig()
         single = isinstance(prompt, str) or _is_conversation(prompt)
@@ -256,6 +267,7 @@ class LocalBackend:
             batch["attention_mask"],
             config.max_new_tokens,
             steering=list(steering),
+            capture=capture,
             projection=projection,
             sampling=config.sampling(),
             pad_token_id=self._tokenizer.pad_token_id,
@@ -268,15 +280,7 @@ class LocalBackend:
                 full = self._decode(generated[i])
                 texts.append(full[len(shown[i]) :] if full.startswith(shown[i]) else full)
                 shown[i] = full
-            yield StreamToken(
-                event.step,
-                texts,
-                event.token_ids,
-                event.finished,
-                event.scored_index,
-                event.projections,
-                event.norms,
-            )
+            yield StreamToken(**vars(event), texts=texts)
 
     def forward_with_capture(
         self,

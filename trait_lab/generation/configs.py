@@ -115,8 +115,8 @@ class SteeringConfig:
 
 
 #: traitinterp's backend names for the same types: one config type per concept. A backend call
-#: takes them exactly as ``HookedGenerator`` does (``LocalBackend`` always returns the prompt's
-#: activations too, whatever ``CaptureSpec.prompt`` says).
+#: takes them exactly as ``HookedGenerator`` does (``LocalBackend.generate_with_capture``
+#: always returns the prompt's activations too, whatever ``CaptureSpec.prompt`` says).
 SteeringSpec = SteeringConfig
 CaptureSpec = CaptureConfig
 
@@ -189,21 +189,25 @@ class SamplingConfig:
 
 @dataclass
 class StreamEvent:
-    """One step of ``HookedGenerator.stream``.
+    """One generated token of ``HookedGenerator.stream``, with that token's own captures.
 
-    ``token_ids[i]`` is row ``i``'s new token (``None`` once the row has finished or on the
-    closing event). ``scored_index`` names the token whose activations / projections /
-    norms (``[batch, ...]``) arrive in this event: the previous one, since a token's own
-    position is computed when it is fed back. Step 0 also carries the prompt's entries
-    (``[batch, prompt_len, ...]``, left padding included; use the attention mask).
-    ``logits`` are the step's raw next-token logits ``[batch, vocab]`` (before temperature,
-    top-k or top-p), the ones ``token_ids`` were chosen from; ``None`` on the closing event.
+    ``token_ids[i]`` is row ``i``'s new token (``None`` once the row has finished);
+    ``token_id`` is the one token of a single-sample stream. ``activations[layer][component]``
+    is ``[batch, hidden]`` (``[1, hidden]`` for one sample) and ``projections`` / ``norms``
+    are ``[batch, ...]``: row ``i`` belongs to ``token_ids[i]`` — the same row
+    ``GenerationResult.activations[layer][component][step]`` holds. The first event also
+    carries the prompt's entries (``[batch, prompt_len, ...]``, left padding included; use the
+    attention mask). ``logits`` are the raw next-token logits ``[batch, vocab]`` (before
+    temperature, top-k or top-p) that ``token_ids`` were chosen from.
+
+    Example:
+        >>> StreamEvent(step=0, token_ids=[7], finished=[False]).token_id
+        7
     """
 
     step: int
     token_ids: list[int | None]
     finished: list[bool]
-    scored_index: int | None = None
     activations: LayerActivations | None = None
     projections: dict[int, torch.Tensor] | None = None
     norms: dict[int, torch.Tensor] | None = None
@@ -211,6 +215,17 @@ class StreamEvent:
     prompt_projections: dict[int, torch.Tensor] | None = None
     prompt_norms: dict[int, torch.Tensor] | None = None
     logits: torch.Tensor | None = None
+
+    @property
+    def token_id(self) -> int:
+        """The new token of a single-sample stream; batched streams read ``token_ids[i]``."""
+        token = self.token_ids[0] if len(self.token_ids) == 1 else None
+        if token is None:
+            raise ValueError(
+                f"token_id is the token of a single-sample stream, but this event has "
+                f"token_ids={self.token_ids}; read token_ids[i] for row i of a batch"
+            )
+        return token
 
 
 def _stack(rows: dict[Any, list[torch.Tensor]]) -> dict[Any, torch.Tensor]:
@@ -258,19 +273,18 @@ class GenerationResult:
             self.prompt_norms = {
                 k: v[row, self._pad :] for k, v in (event.prompt_norms or {}).items()
             }
-        scored = event.scored_index
-        if scored is not None and scored < len(self.token_ids):
-            for layer, comps in (event.activations or {}).items():
-                for comp, t in comps.items():
-                    self._rows.setdefault(("a", layer, comp), []).append(t[row])
-            for layer, t in (event.projections or {}).items():
-                self._rows.setdefault(("p", layer), []).append(t[row])
-            for layer, t in (event.norms or {}).items():
-                self._rows.setdefault(("n", layer), []).append(t[row])
-        token = event.token_ids[row]
-        if token is not None:
-            self.token_ids.append(token)
         self._finished = event.finished[row]
+        token = event.token_ids[row]
+        if token is None:  # the row had finished: nothing of it in this event
+            return
+        self.token_ids.append(token)
+        for layer, comps in (event.activations or {}).items():
+            for comp, t in comps.items():
+                self._rows.setdefault(("a", layer, comp), []).append(t[row])
+        for layer, t in (event.projections or {}).items():
+            self._rows.setdefault(("p", layer), []).append(t[row])
+        for layer, t in (event.norms or {}).items():
+            self._rows.setdefault(("n", layer), []).append(t[row])
 
     def finish(self, max_new_tokens: int, cancelled: bool) -> None:
         """Stack the per-token rows and set ``finish_reason``."""

@@ -1,11 +1,12 @@
 """HookedGenerator: KV-cached generation with capture, steering and projection together.
 
-One loop serves ``generate`` (whole batch, results at the end) and ``stream`` (an event per
-step, cancellable). It matches ``model.generate`` token for token when greedy, on left-padded
-batches; each row stops at its own EOS; steering is applied from the position that predicts
-the first generated token on (and optionally to the prompt); captured activations and
-projection scores line up 1:1 with tokens: token ``k``'s entry is the hidden state at token
-``k``'s own position, exactly what a no-cache forward over the final sequence gives there.
+One loop serves ``stream`` (an event per token with that token's own captures, cancellable)
+and ``generate`` (which collects the stream's events into per-row results). It matches
+``model.generate`` token for token when greedy, on left-padded batches; each row stops at its
+own EOS; steering is applied from the position that predicts the first generated token on (and
+optionally to the prompt); captured activations and projection scores line up 1:1 with tokens:
+token ``k``'s entry is the hidden state at token ``k``'s own position, exactly what a no-cache
+forward over the final sequence gives there.
 
 Example:
     >>> import torch
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -68,6 +69,13 @@ def _eos_ids(model: nn.Module, eos_token_id: int | Sequence[int] | None) -> list
     if eos_token_id is None:
         return []
     return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+
+
+def _check_max_new_tokens(max_new_tokens: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
 class HookedGenerator:
@@ -134,18 +142,24 @@ class HookedGenerator:
         pad_token_id: int | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:
-        """Yield a ``StreamEvent`` per generated step; stop early by breaking or ``cancel.set()``.
+        """Yield a ``StreamEvent`` per generated token; stop early by breaking or ``cancel.set()``.
 
-        Each event carries the new token of every row (``None`` for rows already finished)
-        and, when capture or projection is on, the activations/scores of the previous token
-        (its own position is only computed when it is fed back). A last event with no new
-        tokens delivers the final token's scores. Hooks are removed when the iterator is
+        Event ``k`` carries every row's token ``k`` (``None`` for rows already finished) and,
+        when capture or projection is on, that same token's activations / scores: the event
+        then waits for the forward step that feeds its token back (one extra step after the
+        last token), and its rows equal ``generate``'s row ``k``. With nothing recorded, a
+        token is yielded as soon as it is chosen. Hooks are removed when the iterator is
         closed, exhausted or garbage-collected.
+
+        Example:
+            >>> from trait_lab.testing import tiny_model, tiny_batch
+            >>> ids = tiny_batch(1, 5)["input_ids"]
+            >>> events = HookedGenerator(tiny_model()).stream(
+            ...     ids, max_new_tokens=3, capture=CaptureConfig(layers=[1]), eos_token_id=[])
+            >>> [tuple(e.activations[1]["residual"].shape) for e in events]
+            [(1, 32), (1, 32), (1, 32)]
         """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        _check_max_new_tokens(max_new_tokens)
         ids, mask = self._inputs(input_ids, attention_mask)
         batch, prompt_len = ids.shape
         sampling = sampling or SamplingConfig()
@@ -155,9 +169,9 @@ class HookedGenerator:
         hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
         rng = sampling.generator(self.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-        positions = tokens.padded_positions(mask)
+        step_ids, step_pos = ids, tokens.padded_positions(mask)
         cache, cache_name = None, cache_keyword(self.model)
-        step_ids, step_pos = ids, positions
+        held: StreamEvent | None = None  # the last token, waiting for its own activations
         with hooks, torch.no_grad():
             for step in range(max_new_tokens + 1):
                 # absolute index of this forward's first token in the padded sequence
@@ -170,25 +184,28 @@ class HookedGenerator:
                     **{cache_name: cache},
                 )
                 cache = output_cache(out)
-                scored = hooks.collect(step)
-                done = step == max_new_tokens or bool(finished.all())
-                if done or (cancel is not None and cancel.is_set()):
-                    if scored:
-                        yield StreamEvent(step, [None] * batch, finished.tolist(), **scored)
+                scored = hooks.collect(step)  # step 0: the prompt's; else token step - 1's
+                if held is not None:
+                    yield replace(held, **scored)
+                if step == max_new_tokens or bool(finished.all()):
+                    return
+                if cancel is not None and cancel.is_set():
                     return
                 logits = out.logits[:, -1, :]
                 token = sampling.choose(logits, rng)
                 token = torch.where(finished, torch.full_like(token, pad), token)
-                was_finished = finished.clone()
+                new = [None if finished[i] else int(token[i]) for i in range(batch)]
                 if eos:
                     finished |= torch.isin(token, torch.tensor(eos, device=token.device))
                 state.tokens.append(token)
-                new = [None if was_finished[i] else int(token[i]) for i in range(batch)]
-                yield StreamEvent(step, new, finished.tolist(), **scored, logits=logits)
-                if not hooks.needs_final_step and (
-                    bool(finished.all()) or step + 1 == max_new_tokens
-                ):
-                    return
+                prompt_fields = scored if step == 0 else {}
+                event = StreamEvent(step, new, finished.tolist(), **prompt_fields, logits=logits)
+                if hooks.needs_final_step:
+                    held = event
+                else:
+                    yield event
+                    if bool(finished.all()) or step + 1 == max_new_tokens:
+                        return
                 step_ids = token.unsqueeze(-1)
                 mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
                 step_pos = step_pos[:, -1:] + 1

@@ -74,6 +74,14 @@ class _SteerEntry:
         return apply_edit(self.mode, x, self.vector.on(x.device), coefs, mask)
 
 
+def _check_type(name: str, value: object, kind: type, example: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(
+            f"{name} must be a {kind.__name__} or None, got a {type(value).__name__}; "
+            f"write {name}={example}"
+        )
+
+
 class StepHooks(HookContext):
     """Registers steering editors and capture/projection observers for one generation."""
 
@@ -100,6 +108,8 @@ class StepHooks(HookContext):
                 )
             path = resolve_target(model, config.layer, config.component)
             self.steer.setdefault(path, []).append(_SteerEntry(config, i, path, model, batch))
+        _check_type("capture", capture, CaptureConfig, "CaptureSpec(layers=[...])")
+        _check_type("projection", projection, ProjectionSpec, "ProjectionSpec({layer: vector})")
         self.captures: dict[tuple[int, str], str] = {}
         if capture is not None:
             for layer in resolve_layers(model, capture.layers):
@@ -183,7 +193,11 @@ class StepHooks(HookContext):
         return project
 
     def collect(self, step: int) -> dict[str, Any]:
-        """Turn what the last forward recorded into ``StreamEvent`` fields."""
+        """Turn what the last forward recorded into ``StreamEvent`` fields.
+
+        Step 0 gives the prompt's entries; step ``k > 0`` fed back token ``k - 1``, so it gives
+        that token's own activations / scores (``[batch, ...]``).
+        """
         pending, self._pending = self._pending, {}
         if not pending:
             return {}
@@ -206,7 +220,6 @@ class StepHooks(HookContext):
                 fields["prompt_norms"] = norms
             return fields
         return {
-            "scored_index": step - 1,
             "activations": {k: {c: t[:, 0] for c, t in v.items()} for k, v in acts.items()} or None,
             "projections": {k: t[:, 0] for k, t in projections.items()} or None,
             "norms": {k: t[:, 0] for k, t in norms.items()} or None,

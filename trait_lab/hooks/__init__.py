@@ -1,7 +1,9 @@
 """Hooks as context managers: capture, steer, ablate, cap and project at any hook point.
 
 Every hook accepts a layer index plus component, or a module path, and removes itself when
-its ``with`` block exits, also on an exception.
+its ``with`` block exits, also on an exception. ``HookManager`` does the same for plain torch
+hooks on modules named by path. ``AttentionCapture`` records attention probabilities and
+``GradientCapture`` the gradients of a loss with respect to layer activations.
 
 Example:
     >>> import torch
@@ -13,6 +15,7 @@ Example:
     3
 """
 
+from trait_lab.hooks.attention import AttentionCapture
 from trait_lab.hooks.base import (
     HookContext,
     PositionTracker,
@@ -21,8 +24,14 @@ from trait_lab.hooks.base import (
     resolve_target,
 )
 from trait_lab.hooks.capture import CaptureHook, MultiLayerCapture
-from trait_lab.hooks.directional import AblationHook, ActivationCappingHook
+from trait_lab.hooks.directional import (
+    AblationHook,
+    ActivationCappingHook,
+    MultiLayerAblation,
+)
 from trait_lab.hooks.edits import MODES, Mode, apply_edit
+from trait_lab.hooks.gradients import GradientCapture
+from trait_lab.hooks.manager import HookManager, ManagedHook
 from trait_lab.hooks.projection import MultiLayerProjection, ProjectionHook
 from trait_lab.hooks.steering import (
     CompositeHook,
@@ -36,10 +45,15 @@ __all__ = [
     "MODES",
     "AblationHook",
     "ActivationCappingHook",
+    "AttentionCapture",
     "CaptureHook",
     "CompositeHook",
+    "GradientCapture",
     "HookContext",
+    "HookManager",
+    "ManagedHook",
     "Mode",
+    "MultiLayerAblation",
     "MultiLayerCapture",
     "MultiLayerProjection",
     "MultiLayerSteering",

@@ -1,4 +1,4 @@
-"""Hooks that act along a direction: ablation (project it out) and activation capping.
+"""Hooks that act along a direction: ablation (at one layer or several) and activation capping.
 
 Example:
     >>> import torch
@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from trait_lab.hooks.base import (
     resolve_target,
 )
 from trait_lab.hooks.edits import apply_edit
+from trait_lab.hooks.steering import CompositeHook
 
 
 class _DirectionHook(HookContext):
@@ -131,3 +133,54 @@ class ActivationCappingHook(_DirectionHook):
             return x
 
         return fp32_apply(h, cap)
+
+
+class MultiLayerAblation(CompositeHook):
+    """Ablate at several layers at once: ``configs`` holds ``(layer, direction)`` pairs.
+
+    The ablation twin of :class:`~trait_lab.hooks.steering.MultiLayerSteering`: one
+    :class:`AblationHook` per entry, registered and removed together. An optional third item
+    is the strength (1 removes the whole direction, as in ``AblationHook``). Each layer may
+    appear once: two directions ablated one after the other at one layer do not both end up
+    removed unless they are orthogonal, so a repeat is refused rather than half-applied.
+
+    Example:
+        >>> import torch
+        >>> from trait_lab.testing import tiny_model
+        >>> hook = MultiLayerAblation(tiny_model(), [(0, torch.ones(32)), (2, torch.ones(32))])
+        >>> [h.path for h in hook.hooks]
+        ['model.layers.0', 'model.layers.2']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        configs: Iterable[tuple[Target, VectorLike] | tuple[Target, VectorLike, float]],
+        component: str = "residual",
+    ) -> None:
+        hooks: list[AblationHook] = []
+        first: dict[str, int] = {}
+        for i, config in enumerate(configs):
+            if not isinstance(config, (tuple, list)) or len(config) not in (2, 3):
+                raise ValueError(
+                    f"configs[{i}] must be (layer, direction) or (layer, direction, strength), "
+                    f"got {config!r}"
+                )
+            target, direction, *rest = config
+            try:
+                hook = AblationHook(model, direction, target, component, *rest)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"configs[{i}] (layer {target!r}): {err}") from err
+            if hook.path in first:
+                raise ValueError(
+                    f"configs[{first[hook.path]}] and configs[{i}] both ablate at {hook.path!r}; "
+                    "two directions ablated in turn at one layer are not both removed unless "
+                    "they are orthogonal. Give each layer once; to remove a subspace, "
+                    "orthonormalize the directions (torch.linalg.qr) and nest one AblationHook "
+                    "per direction."
+                )
+            first[hook.path] = i
+            hooks.append(hook)
+        if not hooks:
+            raise ValueError("MultiLayerAblation needs at least one (layer, direction)")
+        super().__init__(model, hooks)

@@ -13,6 +13,9 @@ from trait_lab.io.activations import (
 from trait_lab.io.load import (
     load_activations,
 )
+from trait_lab.io.metadata import (
+    load_activation_metadata,
+)
 from trait_lab.io.shards import (
     SHARD_MANIFEST,
     SHARD_SCHEMA,
@@ -35,6 +38,7 @@ __all__ = [
     "Loaded",
     "cpu_copy",
     "load_activation_file",
+    "load_activation_metadata",
     "load_activations",
     "load_vector",
     "save_activations",

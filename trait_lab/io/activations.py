@@ -1,16 +1,19 @@
-"""One activations file: ``.npz`` or ``.safetensors``, bf16 and variable-length lists included.
+"""One activations file: ``.npz`` (plain arrays for any numpy tool) or ``.safetensors`` (exact).
 
-``save_activations`` keeps KempnerForge's one-call API and removes its limits: bf16 saves to
-``.npz`` without a manual cast (bit-exact round trip), lists of variable-length tensors
-(``positions="all"``) save too, writes are atomic (:mod:`trait_lab.core.atomic`), and loading never
-unpickles. :func:`trait_lab.io.load_activations` reads these files and shard folders.
+``save_activations`` keeps KempnerForge's one-call API and removes its limits. An ``.npz`` holds
+one plain array per name and nothing else, so ``np.load(path)[name]`` is the data: bf16 tensors
+(which numpy lacks) are written as float32, which holds every bf16 value exactly, instead of
+failing. ``.safetensors`` keeps every dtype bit for bit, and lists of variable-length tensors
+(``as_list=True``). Writes are atomic (:mod:`trait_lab.core.atomic`) and loading never
+unpickles; .npz files of the older format (bf16 as uint16 bits plus ``__trait_lab__.`` keys)
+still load. :func:`trait_lab.io.load_activations` reads these files and shard folders.
 
 Example:
-    >>> import tempfile, torch
+    >>> import tempfile, numpy as np, torch
     >>> d = tempfile.mkdtemp()
     >>> save_activations({"h": torch.ones(2, 3, dtype=torch.bfloat16)}, f"{d}/a.npz")
-    >>> load_activation_file(f"{d}/a.npz")["h"].dtype
-    torch.bfloat16
+    >>> np.load(f"{d}/a.npz")["h"].dtype
+    dtype('float32')
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ __all__ = ["SUFFIXES", "Activations", "Loaded", "load_activation_file", "save_ac
 SUFFIXES: tuple[str, ...] = (".npz", ".safetensors")
 _PREFIX = "__trait_lab__."
 _OFFSETS = _PREFIX + "offsets."  # int64 [n + 1]: a list of n variable-length tensors, flattened
-_DTYPE = _PREFIX + "dtype."  # npz only: "bfloat16" for a uint16 bit pattern
+_DTYPE = _PREFIX + "dtype."  # older .npz files only: "bfloat16" marks a uint16 bit pattern
 Activations: TypeAlias = Mapping[str, torch.Tensor | np.ndarray | Sequence[torch.Tensor]]
 Loaded: TypeAlias = dict[str, torch.Tensor | list[torch.Tensor]]
 
@@ -120,16 +123,13 @@ def _write_npz(arrays: Mapping[str, np.ndarray], tmp: Path) -> None:
                 np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
-def _to_numpy(name: str, t: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+def _to_numpy(name: str, t: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(t, np.ndarray):
-        return {name: t}
-    if t.dtype == torch.bfloat16:  # numpy has no bf16: keep the exact bits plus a marker
-        return {
-            name: t.view(torch.int16).numpy().view(np.uint16),
-            _DTYPE + name: np.array("bfloat16"),
-        }
+        return t
+    if t.dtype == torch.bfloat16:  # numpy has no bf16; float32 holds every bf16 value exactly
+        return t.float().numpy()
     try:
-        return {name: t.numpy()}
+        return t.numpy()
     except TypeError as err:
         raise TypeError(
             f"{name!r} has dtype {t.dtype}, which .npz cannot hold; save to "
@@ -137,15 +137,29 @@ def _to_numpy(name: str, t: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         ) from err
 
 
+def _check_npz(acts: Activations, path: Path) -> None:
+    """Refuse what a plain ``.npz`` cannot hold as one array per name: lists of tensors."""
+    for name, value in acts.items() if isinstance(acts, Mapping) else ():
+        if isinstance(value, (list, tuple)):
+            raise ValueError(
+                f"{name!r} is a list of {len(value)} tensors; {str(path)!r} would need extra "
+                "keys to hold it, and an .npz holds one plain array per name. Save to "
+                ".safetensors (keeps the list), stack equal-length tensors with torch.stack, "
+                "or extract with pad=True for one padded tensor"
+            )
+
+
 def save_activations(acts: Activations, path: str | os.PathLike[str]) -> None:
     """Save ``{name: tensor | array | list of tensors}`` to one file, atomically.
 
-    The format follows the suffix: ``.npz`` (bf16 is stored as its uint16 bit pattern plus a
-    marker, so :func:`load_activation_file` returns the exact bf16 tensor) or ``.safetensors``
-    (native dtypes). A list of variable-length tensors (``positions="all"``) is stored
-    concatenated with an offsets array and loads back as a list. The file is written to a tmp
-    file in the same folder, fsynced, then moved over ``path``: a failed write leaves any old file
-    intact. Parent folders are created.
+    The format follows the suffix. ``.npz``: one plain numpy array per name, keys exactly the
+    names, readable with ``np.load(path)[name]``; bf16 tensors are written as float32 (numpy has
+    no bf16; every bf16 value is exact in float32, the file is twice the size, and loading gives
+    float32; no warning), other dtypes as they are; lists are refused. ``.safetensors``: every
+    dtype bit for bit, and a list of variable-length tensors (``as_list=True``) is stored
+    concatenated with an offsets entry and loads back as a list. The file is written to a tmp
+    file in the same folder, fsynced, then moved over ``path``: a failed write leaves any old
+    file intact. Parent folders are created.
 
     Example:
         >>> import tempfile, torch
@@ -156,11 +170,11 @@ def save_activations(acts: Activations, path: str | os.PathLike[str]) -> None:
     """
     path = Path(path)
     suffix = _suffix(path)
+    if suffix == ".npz":
+        _check_npz(acts, path)
     entries = _encode(acts)
     if suffix == ".npz":
-        arrays: dict[str, np.ndarray] = {}
-        for name, t in entries.items():
-            arrays.update(_to_numpy(name, t))
+        arrays = {name: _to_numpy(name, t) for name, t in entries.items()}
         atomic_write(path, lambda tmp: _write_npz(arrays, tmp))
     else:
         tensors = {
@@ -177,6 +191,7 @@ def _load_npz(path: Path) -> dict[str, torch.Tensor]:
                 f"{str(path)!r} is not an .npz archive (a plain .npy?); "
                 "re-save it with save_activations"
             )
+        # files of the older format: bf16 as uint16 bits, marked by a "__trait_lab__.dtype." key
         markers = {k[len(_DTYPE) :]: str(z[k]) for k in z.files if k.startswith(_DTYPE)}
         for key in z.files:
             if key.startswith(_DTYPE):
@@ -199,7 +214,8 @@ def _load_npz(path: Path) -> dict[str, torch.Tensor]:
 def load_activation_file(path: str | os.PathLike[str]) -> Loaded:
     """Load one file written by :func:`save_activations` (no pickle; no folders).
 
-    Returns ``{name: tensor}``, or ``{name: list of tensors}`` for lists that were saved. Use
+    Returns ``{name: tensor}``, or ``{name: list of tensors}`` for lists that were saved
+    (.safetensors, or .npz of the older format). bf16 saved to .npz comes back as float32. Use
     :func:`trait_lab.io.load_activations` to read a shard folder as well.
 
     Example:

@@ -4,8 +4,8 @@ Example:
     >>> import tempfile, torch
     >>> from trait_lab.io.activations import save_activations
     >>> d = tempfile.mkdtemp()
-    >>> save_activations({"h": torch.ones(2, 3, dtype=torch.bfloat16)}, f"{d}/a.npz")
-    >>> load_activations(f"{d}/a.npz")["h"].dtype
+    >>> save_activations({"h": torch.ones(2, 3, dtype=torch.bfloat16)}, f"{d}/a.safetensors")
+    >>> load_activations(f"{d}/a.safetensors")["h"].dtype
     torch.bfloat16
 """
 

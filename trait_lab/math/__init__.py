@@ -8,9 +8,11 @@ from trait_lab.math.checks import (
     check_same_hidden,
     common_dtype,
     nonzero_norm,
+    row_norms,
     stack_named,
     tensor_arg,
     unit_rows,
+    zero_floor,
 )
 from trait_lab.math.geometry import (
     SetComparison,
@@ -31,6 +33,7 @@ from trait_lab.math.linalg import (
     project_out_subspace,
     projection,
 )
+from trait_lab.math.massive import check_dims, remove_massive_dims
 from trait_lab.math.metrics import (
     Scores,
     accuracy,
@@ -47,6 +50,7 @@ __all__ = [
     "VectorSet",
     "accuracy",
     "batch_cosine_similarity",
+    "check_dims",
     "check_same_hidden",
     "common_dtype",
     "compute_top_pcs_by_variance",
@@ -64,10 +68,13 @@ __all__ = [
     "polarity_correct",
     "project_out_subspace",
     "projection",
+    "remove_massive_dims",
     "representational_similarity",
+    "row_norms",
     "stack_named",
     "tensor_arg",
     "trait_clusters",
     "unit_rows",
     "vector_set_comparison",
+    "zero_floor",
 ]

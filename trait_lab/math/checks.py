@@ -1,6 +1,8 @@
 """Argument checks shared by the math modules: tensors in, clear errors out.
 
-Each helper names the argument it checks, its shape and the fix.
+Each helper names the argument it checks, its shape and the fix. One rule decides what counts
+as zero (:func:`zero_floor`): a *direction* (a trait vector, a confound, a basis) that small is
+an error, while an *activation row* that small simply has no direction and scores 0.
 
 Example:
     >>> import torch
@@ -20,8 +22,11 @@ TensorLike: TypeAlias = "torch.Tensor | np.ndarray"
 VectorSet: TypeAlias = "torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray]"
 
 
-def tensor_arg(x: object, name: str, ndims: tuple[int, ...], shape: str) -> torch.Tensor:
-    """``x`` as a checked float tensor: float64 stays float64, every other dtype is float32."""
+def tensor_arg(x: object, name: str, ndims: tuple[int, ...] | None, shape: str) -> torch.Tensor:
+    """``x`` as a checked float tensor: float64 stays float64, every other dtype is float32.
+
+    ``ndims`` lists the allowed numbers of dimensions; ``None`` allows any number from 1 up.
+    """
     try:
         t = torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -30,7 +35,7 @@ def tensor_arg(x: object, name: str, ndims: tuple[int, ...], shape: str) -> torc
         ) from err
     if t.is_complex():
         raise TypeError(f"{name} is complex ({t.dtype}); pass real values")
-    if t.dim() not in ndims:
+    if (t.dim() < 1) if ndims is None else (t.dim() not in ndims):
         raise ValueError(f"{name} must have shape {shape}, got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one value")
@@ -60,11 +65,56 @@ def check_same_hidden(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str
         )
 
 
+def zero_floor(dtype: torch.dtype) -> float:
+    """Norms at or below this count as zero: ``sqrt(tiny)`` of ``dtype``, where squares underflow.
+
+    Example:
+        >>> f"{zero_floor(torch.float32):.2g}"
+        '1.1e-19'
+    """
+    return float(torch.finfo(dtype).tiny) ** 0.5
+
+
 def nonzero_norm(v: torch.Tensor, name: str) -> torch.Tensor:
-    norm = torch.linalg.vector_norm(v)
+    """The norm of the whole of ``v`` (in ``v``'s dtype); an error if ``v`` has no direction.
+
+    All zeros, a norm at or below :func:`zero_floor` (rounding noise, not a direction) and a
+    norm that overflows are each a ``ValueError`` naming ``name``.
+
+    Example:
+        >>> nonzero_norm(torch.tensor([3.0, 4.0]), "vector")
+        tensor(5.)
+    """
+    norm = torch.linalg.vector_norm(v.double())
+    out = norm.to(v.dtype)
+    if not bool(torch.isfinite(out)):
+        raise ValueError(
+            f"{name} has norm {float(norm):.3g}, not a finite {v.dtype}; pass finite values "
+            "of ordinary scale (drop NaN/inf entries, or rescale it)"
+        )
     if not bool(norm > 0):
         raise ValueError(f"{name} is all zeros, so it has no direction; pass a non-zero vector")
-    return norm
+    floor = zero_floor(v.dtype)
+    if not bool(norm > floor):
+        raise ValueError(
+            f"{name} has norm {float(norm):.3g}, at or below {floor:.3g} where {v.dtype} "
+            "rounds it to zero, so its direction is noise; pass a non-zero vector of ordinary "
+            "scale (rescale it, or check how it was computed)"
+        )
+    return out
+
+
+def row_norms(x: torch.Tensor) -> torch.Tensor:
+    """Norms of the rows of ``x`` ``[..., d]`` → ``[...]``, a zero row's (at or below
+    :func:`zero_floor`) replaced by 1 as sklearn does, so dividing by it leaves a zero row's
+    scores at 0 instead of NaN.
+
+    Example:
+        >>> row_norms(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        tensor([5., 1.])
+    """
+    norms = torch.linalg.vector_norm(x, dim=-1)
+    return torch.where(norms <= zero_floor(x.dtype), 1.0, norms)
 
 
 def stack_named(vectors: object, name: str) -> tuple[torch.Tensor, list[str] | None]:
@@ -81,9 +131,9 @@ def stack_named(vectors: object, name: str) -> tuple[torch.Tensor, list[str] | N
 
 
 def unit_rows(matrix: torch.Tensor, name: str, labels: list[str] | None = None) -> torch.Tensor:
-    """Rows scaled to unit length; a zero row is an error naming it."""
+    """Rows scaled to unit length; a zero row (see :func:`zero_floor`) is an error naming it."""
     norms = torch.linalg.vector_norm(matrix, dim=-1, keepdim=True)
-    zero = (norms[:, 0] == 0).nonzero().flatten().tolist()
+    zero = (norms[:, 0] <= zero_floor(matrix.dtype)).nonzero().flatten().tolist()
     if zero:
         which = [labels[i] for i in zero] if labels else zero
         raise ValueError(

@@ -26,6 +26,7 @@ from trait_lab.math.checks import (
     check_same_hidden,
     common_dtype,
     nonzero_norm,
+    row_norms,
     stack_named,
     tensor_arg,
     unit_rows,
@@ -34,9 +35,8 @@ from trait_lab.math.checks import (
 
 def _orthonormal_rows(basis: torch.Tensor, name: str) -> torch.Tensor:
     """Orthonormal rows spanning the row space of ``basis`` [k, d] (QR; SVD if dependent)."""
+    nonzero_norm(basis, name)  # all zeros or rounding noise: no direction to remove
     b = basis.to(torch.float64)
-    if not bool(b.abs().sum() > 0):
-        raise ValueError(f"{name} is all zeros, so it spans no direction; pass non-zero rows")
     eps = torch.finfo(basis.dtype).eps * max(b.shape)
     q, r = torch.linalg.qr(b.T)  # q: [d, min(d, k)]
     diag = r.diagonal().abs()
@@ -49,54 +49,63 @@ def _orthonormal_rows(basis: torch.Tensor, name: str) -> torch.Tensor:
 # ---------------------------------------------------------------- projections and cosines
 
 
+def _scoring_inputs(activations: object, vector: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked activations ``[..., d]`` and the unit ``vector`` ``[d]``, one dtype and device."""
+    acts = tensor_arg(activations, "activations", None, "[..., d] (any leading dims)")
+    acts, vec = common_dtype(acts, tensor_arg(vector, "vector", (1,), "[d]"))
+    check_same_hidden(acts, "activations", vec, "vector")
+    return acts, (vec / nonzero_norm(vec, "vector")).to(acts.device)
+
+
 def projection(activations: TensorLike, vector: TensorLike) -> torch.Tensor:
     """Scalar projection of each activation onto the direction of ``vector``: ``a · v/|v|``.
 
-    Only the vector is normalised, so scores keep the activations' scale. ``activations`` is
-    ``[n, d]`` (gives ``[n]``) or ``[d]`` (gives a 0-dim tensor).
+    Only the vector is normalised, so scores keep the activations' scale. ``activations`` has
+    any leading dims: ``[..., d]`` gives ``[...]`` (``[batch, seq, d]`` → ``[batch, seq]``,
+    ``[d]`` → a 0-dim tensor). An all-zero activation row scores 0; a zero ``vector`` (or one
+    too small to have a direction) is an error.
 
     Example:
-        >>> projection(torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([0.0, 2.0]))
+        >>> projection(torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.tensor([0.0, 2.0]))
         tensor([4., 0.])
     """
-    acts = tensor_arg(activations, "activations", (1, 2), "[n, d] or [d]")
-    acts, vec = common_dtype(acts, tensor_arg(vector, "vector", (1,), "[d]"))
-    check_same_hidden(acts, "activations", vec, "vector")
-    return acts @ (vec / nonzero_norm(vec, "vector"))
+    acts, unit = _scoring_inputs(activations, vector)
+    return acts @ unit
 
 
-def cosine_similarity(a: TensorLike, b: TensorLike) -> float:
-    """Cosine of the angle between two ``[d]`` vectors, in ``[-1, 1]`` (computed in float64).
+def cosine_similarity(a: TensorLike, b: TensorLike) -> torch.Tensor:
+    """Cosine of the angle between two ``[d]`` vectors: a 0-dim tensor in ``[-1, 1]``
+    (computed in float64, returned in float32 unless an input is float64). A zero vector has
+    no direction, so either being zero is an error; use ``float(...)`` for a Python number.
 
     Example:
         >>> cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))
-        0.7071067811865475
+        tensor(0.7071)
     """
-    va = tensor_arg(a, "a", (1,), "[d]").double()
-    vb = tensor_arg(b, "b", (1,), "[d]").double()
+    va, vb = common_dtype(tensor_arg(a, "a", (1,), "[d]"), tensor_arg(b, "b", (1,), "[d]"))
     check_same_hidden(va, "a", vb, "b")
-    cos = (va @ vb) / (nonzero_norm(va, "a") * nonzero_norm(vb, "b"))
-    return float(cos.clamp(-1.0, 1.0))
+    nonzero_norm(va, "a")  # a zero vector has no direction: a clear error, not NaN
+    nonzero_norm(vb, "b")
+    a64, b64 = va.double(), vb.double().to(va.device)
+    cos = (a64 @ b64) / (torch.linalg.vector_norm(a64) * torch.linalg.vector_norm(b64))
+    return cos.clamp(-1.0, 1.0).to(va.dtype)
 
 
 def batch_cosine_similarity(activations: TensorLike, vector: TensorLike) -> torch.Tensor:
-    """Cosine between each activation row and ``vector``: ``[n, d]`` → ``[n]`` in ``[-1, 1]``.
+    """Cosine between each activation row and ``vector``: ``[..., d]`` → ``[...]`` in ``[-1, 1]``
+    (``[batch, seq, d]`` → ``[batch, seq]``, ``[d]`` → a 0-dim tensor).
 
     Both sides are normalised, so scores ignore the activations' scale. An all-zero activation
-    row has no direction and scores 0.0 (a zero ``vector`` is an error).
+    row has no direction and scores 0.0 (sklearn's ``cosine_similarity`` rule), never NaN; a
+    zero ``vector`` (or one too small to have a direction) is an error.
 
     Example:
         >>> acts = torch.tensor([[2.0, 0.0], [0.0, 0.0], [-1.0, 1.0]])
         >>> batch_cosine_similarity(acts, torch.tensor([1.0, 0.0]))
         tensor([ 1.0000,  0.0000, -0.7071])
     """
-    acts = tensor_arg(activations, "activations", (1, 2), "[n, d] or [d]")
-    acts, vec = common_dtype(acts, tensor_arg(vector, "vector", (1,), "[d]"))
-    check_same_hidden(acts, "activations", vec, "vector")
-    dots = acts @ (vec / nonzero_norm(vec, "vector"))
-    norms = torch.linalg.vector_norm(acts, dim=-1)
-    cos = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
-    return cos.clamp(-1.0, 1.0)
+    acts, unit = _scoring_inputs(activations, vector)
+    return ((acts @ unit) / row_norms(acts)).clamp(-1.0, 1.0)
 
 
 def pairwise_cosine_matrix(vectors: VectorSet) -> torch.Tensor:
@@ -138,7 +147,9 @@ def _project_out(vectors: object, basis: object, v_name: str, b_name: str) -> to
 
 def orthogonalize(v: TensorLike, against: TensorLike) -> torch.Tensor:
     """``v`` minus its component along ``against`` (a [d] vector, or [k, d] rows whose whole
-    span is removed); the result has zero cosine with every row of ``against``.
+    span is removed); the result has zero cosine with every row of ``against``. All-zero rows
+    of ``v`` come back as zero rows; an all-zero ``against`` (or one too small to have a
+    direction) is an error.
 
     Example:
         >>> orthogonalize(torch.tensor([3.0, 4.0]), torch.tensor([0.0, -1.0]))

@@ -10,6 +10,9 @@ module's input (a forward pre-hook) instead of its output. Components:
   For post-norm models (Gemma 2/3, OLMo 2) that is the output of the post-norm, not of o_proj.
 * ``k_proj`` / ``v_proj`` — key and value projections (not available where QKV is fused).
 
+``residual``, ``block_input``, ``k_proj`` and ``v_proj`` have the same path in every
+``model.layers`` model, so :func:`get_hook_path` knows them without ``model=``.
+
 Example:
     >>> from trait_lab.testing import tiny_model
     >>> get_hook_path(2, "attn_contribution", model=tiny_model("gemma2"))
@@ -103,10 +106,13 @@ def model_type(model: nn.Module) -> str:
 def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """Return ``(path, module_list)`` of the model's transformer blocks.
 
+    KempnerForge's top-level ``layers`` ``nn.ModuleDict`` keyed ``"0"`` ... ``"n-1"`` counts too
+    (returned as a ``ModuleList`` of the same blocks, so ``f"{path}.{i}"`` names block ``i``).
+
     Example:
-        >>> from trait_lab.testing import tiny_model
-        >>> find_layers(tiny_model("gpt2"))[0]
-        'transformer.h'
+        >>> from trait_lab.testing import tiny_model, tiny_kempnerforge_model
+        >>> find_layers(tiny_model("gpt2"))[0], find_layers(tiny_kempnerforge_model())[0]
+        ('transformer.h', 'layers')
     """
     modules = dict(model.named_modules())
     for suffix in _LAYER_LIST_NAMES:
@@ -115,6 +121,9 @@ def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
                 module, nn.ModuleList
             ):
                 return name, module
+    blocks = modules.get("layers")
+    if isinstance(blocks, nn.ModuleDict) and list(blocks) == [str(i) for i in range(len(blocks))]:
+        return "layers", nn.ModuleList(blocks.values())
     lists = [n for n, m in modules.items() if isinstance(m, nn.ModuleList)]
     raise ValueError(
         f"cannot find the transformer blocks of {type(model).__name__} "
@@ -164,19 +173,42 @@ def hidden_size(model: nn.Module) -> int:
     raise ValueError(f"cannot tell the hidden size of {type(model).__name__}: no hidden_size")
 
 
+def _layout_from_names(names: set[str]) -> BlockLayout | None:
+    """The layout a block's module names imply (Gemma-2 post-norm first, then Llama pre-norm)."""
+    k_proj = "self_attn.k_proj" if "self_attn.k_proj" in names else None
+    v_proj = "self_attn.v_proj" if "self_attn.v_proj" in names else None
+    for attn, mlp in (
+        ("post_attention_layernorm", "post_feedforward_layernorm"),
+        ("self_attn.o_proj", "mlp.down_proj"),
+    ):
+        if attn in names and mlp in names:
+            return BlockLayout(attn, mlp, k_proj, v_proj)
+    return None
+
+
 def _block_layout(model: nn.Module) -> BlockLayout:
+    """The registry's layout for the model type; else the one the first block's names imply."""
     mtype = model_type(model)
     layout = ARCHITECTURES.get(mtype)
     if layout is not None:
         return layout
-    try:
-        _, layers = find_layers(model)
-        names = [n for n, _ in layers[0].named_modules() if n]
-    except ValueError:
-        names = []
-    raise ValueError(
+    unknown = (
         f"unknown architecture: model_type {mtype!r} ({type(model).__name__}) is not in the "
-        f"registry ({', '.join(sorted(ARCHITECTURES))}). Modules in its first block: {names}. "
+        f"registry ({', '.join(sorted(ARCHITECTURES))})"
+    )
+    try:
+        prefix, layers = find_layers(model)
+    except ValueError as err:
+        raise ValueError(f"{unknown}, and {err}") from err
+    where = f"{prefix}.0"
+    names = [n for n, _ in layers[0].named_modules() if n] if len(layers) else []
+    layout = _layout_from_names(set(names))
+    if layout is not None:
+        return layout
+    raise ValueError(
+        f"{unknown}, and {where} has neither "
+        "post_attention_layernorm + post_feedforward_layernorm (Gemma-2 style) nor "
+        f"self_attn.o_proj + mlp.down_proj (Llama style). Modules in {where}: {names}. "
         "Pass the module path of the branch output you want (e.g. 'model.layers.3.mlp') "
         "instead of a component name, or add the model type to "
         "trait_lab.models.architectures.ARCHITECTURES after checking residual == block_input + "
@@ -187,12 +219,26 @@ def _block_layout(model: nn.Module) -> BlockLayout:
 def detect_contribution_paths(model: nn.Module) -> dict[str, str]:
     """Paths, relative to a block, of what attention and MLP add to the residual stream.
 
+    Known model types come from ``ARCHITECTURES``. For an unknown or missing ``model_type`` the
+    first block's module names decide: ``post_attention_layernorm`` plus
+    ``post_feedforward_layernorm`` is Gemma-2 style, else ``self_attn.o_proj`` plus
+    ``mlp.down_proj`` is Llama style; neither raises ``ValueError`` listing the block's modules.
+
     Example:
         >>> from trait_lab.testing import tiny_model
         >>> detect_contribution_paths(tiny_model("llama"))
         {'attn_contribution': 'self_attn.o_proj', 'mlp_contribution': 'mlp.down_proj'}
     """
     return _block_layout(model).as_dict()
+
+
+#: Components whose path is the same in every ``model.layers`` model (no ``model=`` needed).
+_STANDARD_SUFFIX: dict[str, str] = {
+    "residual": "",
+    "block_input": INPUT_SUFFIX,
+    "k_proj": ".self_attn.k_proj",
+    "v_proj": ".self_attn.v_proj",
+}
 
 
 def _check_component(component: str) -> None:
@@ -207,26 +253,34 @@ def _check_component(component: str) -> None:
 def get_hook_path(layer: int, component: str = "residual", model: nn.Module | None = None) -> str:
     """Module path for a layer's component; ``":input"`` marks the module's input.
 
-    Without ``model`` only ``residual`` and ``block_input`` are known, assuming the common
-    ``model.layers`` layout.
+    Without ``model``, ``residual``, ``block_input``, ``k_proj`` and ``v_proj`` assume the
+    common ``model.layers.L`` layout (with ``self_attn.k_proj`` / ``self_attn.v_proj``); the
+    contribution components depend on the architecture and need ``model``.
 
     Example:
         >>> get_hook_path(16)
         'model.layers.16'
         >>> get_hook_path(3, "block_input")
         'model.layers.3:input'
+        >>> get_hook_path(5, "k_proj")
+        'model.layers.5.self_attn.k_proj'
     """
     _check_component(component)
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise TypeError(f"layer must be an int, got {layer!r} ({type(layer).__name__})")
     if model is None:
-        if component not in ("residual", "block_input"):
+        if component not in _STANDARD_SUFFIX:
             raise ValueError(
-                f"component {component!r} depends on the architecture: pass model=... "
+                f"component {component!r} depends on the architecture (e.g. self_attn.o_proj in "
+                "Llama, post_attention_layernorm in Gemma 2): pass model=... "
                 "(get_hook_path(layer, component, model=model))"
             )
-        base = f"model.layers.{layer}"
-        return base + INPUT_SUFFIX if component == "block_input" else base
+        if layer < 0:
+            raise ValueError(
+                f"layer {layer} counts from the end, which needs the model's layer count: pass "
+                "model=... or a layer index >= 0"
+            )
+        return f"model.layers.{layer}{_STANDARD_SUFFIX[component]}"
     prefix, layers = find_layers(model)
     count = len(layers)
     if not -count <= layer < count:
@@ -244,6 +298,11 @@ def get_hook_path(layer: int, component: str = "residual", model: nn.Module | No
     if component in ("attn_contribution", "mlp_contribution"):
         return f"{base}.{getattr(layout, component)}"
     relative = getattr(layout, component)
+    if relative is None and layout.fused_qkv is None:
+        raise ValueError(
+            f"{component!r}: block {base!r} has no self_attn.{component} module; pass the "
+            "module path of the projection instead (see model.named_modules())"
+        )
     if relative is None:
         raise ValueError(
             f"{component!r} is not a separate module in {model_type(model)!r}: its query, key "

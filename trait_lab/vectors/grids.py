@@ -187,7 +187,7 @@ class VectorGrid:
         steps = list(pairwise(self.layers))
         table = {
             f"L{a}→L{b}": [
-                cosine_similarity(self.vector(t, a, method), self.vector(t, b, method))
+                float(cosine_similarity(self.vector(t, a, method), self.vector(t, b, method)))
                 for t in self.traits
             ]
             for a, b in steps
@@ -203,7 +203,9 @@ class VectorGrid:
             for method in self.methods:
                 pairs = self.trait_pairs(layer, method)["cosine"].abs()
                 others = [
-                    cosine_similarity(self.vector(t, layer, method), self.vector(t, layer, m))
+                    float(
+                        cosine_similarity(self.vector(t, layer, method), self.vector(t, layer, m))
+                    )
                     for t in self.traits
                     for m in self.methods
                     if m != method and (t, layer, m) in self.keys

@@ -43,15 +43,15 @@ class Row:
 
 
 def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
-    """Add row ``i``'s new token and the cosine of the token this event scores."""
-    scored = event.scored_index
-    if scored is not None and event.projections and event.norms and scored < len(row.pieces):
-        norm = float(event.norms[layer][i])
-        row.pieces[scored][1] = float(event.projections[layer][i]) / norm if norm else 0.0
+    """Add row ``i``'s new token with its cosine (the event scores its own token)."""
     token = event.token_ids[i]
     if token is not None:
+        cosine = None
+        if event.projections and event.norms:
+            norm = float(event.norms[layer][i])
+            cosine = float(event.projections[layer][i]) / norm if norm else 0.0
         row.ids.append(int(token))
-        row.pieces.append([event.texts[i], None])
+        row.pieces.append([event.texts[i], cosine])
     row.status = f"generating… {len(row.ids)} tokens"
 
 
