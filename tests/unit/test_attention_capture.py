@@ -163,8 +163,12 @@ def test_bad_inputs() -> None:
     model = _sdpa("llama")
     with pytest.raises(ValueError, match=r"layer 3 is out of range.*3 layers \(0\.\.2\)"):
         AttentionCapture(model, layers=[0, 3])
-    with pytest.raises(TypeError, match="needs a transformers model"):
+    with pytest.raises(TypeError, match=r"via='eager'\) needs a transformers model"):
+        AttentionCapture(nn.Linear(2, 2), via="eager")
+    with pytest.raises(ValueError, match="cannot find the transformer blocks"):
         AttentionCapture(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"via='flash': use 'auto', 'eager' or 'sdpa'"):
+        AttentionCapture(model, via="flash")
     with AttentionCapture(model, layers=[0]) as att, torch.no_grad():
         model(**tiny_batch(1, 3))
     with pytest.raises(ValueError, match="layer 7 is out of range"):

@@ -420,22 +420,25 @@ class TestDtypeCaveat:
 
 
 class TestLimitationsLifted:
-    def test_attention_capture_needs_a_transformers_model(self) -> None:
-        # Not lifted for this model: AttentionCapture switches a transformers model to eager
-        # attention (set_attn_implementation); a plain torch model's SDPA never builds weights.
-        with pytest.raises(TypeError, match=r"needs a transformers model.*got Transformer"):
-            AttentionCapture(tiny_kempnerforge_model())
-        # The nearest runnable equivalent: a transformers model, checked against
-        # output_attentions=True (test_attention_capture.py covers the rest).
-        model, batch = tiny_model("llama"), tiny_batch(1, 5)
-        with AttentionCapture(model, layers=[0, 2]) as att:
-            model(**batch)
-        eager = tiny_model("llama")
-        eager.set_attn_implementation("eager")
-        with torch.no_grad():
-            ref = eager(**batch, output_attentions=True).attentions
-        assert att.get(2).shape == (1, 4, 5, 5)
-        torch.testing.assert_close(att.get(2), ref[2], rtol=0, atol=1e-6)
+    def test_attention_capture_on_this_model(self) -> None:
+        # Lifted: the page's SDPA attention never builds weights; AttentionCapture computes them
+        # from each attention module's F.scaled_dot_product_attention call (q, k, causal flag).
+        model, tokens = tiny_kempnerforge_model(), tiny_batch(2, 5)["input_ids"]
+        inputs: list[torch.Tensor] = []
+        attention = model.layers["1"].attention
+        handle = attention.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+        with AttentionCapture(model, layers=[1]) as att, torch.no_grad():
+            model(tokens)
+        handle.remove()
+        x = inputs[0]
+        heads, width = attention.n_heads, x.shape[-1] // attention.n_heads
+        q = attention.q_proj(x).view(2, 5, heads, width).transpose(1, 2)
+        k = attention.k_proj(x).view(2, 5, heads, width).transpose(1, 2)
+        future = torch.ones(5, 5, dtype=torch.bool).triu(1)
+        scores = (q @ k.transpose(-2, -1) / width**0.5).masked_fill(future, float("-inf"))
+        expected = torch.softmax(scores, dim=-1).detach()
+        assert att.get(1).shape == (2, heads, 5, 5)
+        torch.testing.assert_close(att.get(1), expected, atol=1e-6, rtol=0)
 
     def test_gradient_capture_matches_autograd(self) -> None:
         model, tokens = tiny_kempnerforge_model(), tiny_batch(2, 5)["input_ids"]

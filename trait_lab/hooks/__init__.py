@@ -2,8 +2,9 @@
 
 Every hook accepts a layer index plus component, or a module path, and removes itself when
 its ``with`` block exits, also on an exception. ``HookManager`` does the same for plain torch
-hooks on modules named by path. ``AttentionCapture`` records attention probabilities and
-``GradientCapture`` the gradients of a loss with respect to layer activations.
+hooks on modules named by path. ``AttentionCapture`` records attention probabilities (any
+attention implementation) and ``GradientCapture`` the gradients of a loss with respect to layer
+activations.
 
 Example:
     >>> import torch
@@ -33,6 +34,7 @@ from trait_lab.hooks.edits import MODES, Mode, apply_edit
 from trait_lab.hooks.gradients import GradientCapture
 from trait_lab.hooks.manager import HookManager, ManagedHook
 from trait_lab.hooks.projection import MultiLayerProjection, ProjectionHook
+from trait_lab.hooks.sdpa import SdpaTap, sdpa_weights
 from trait_lab.hooks.steering import (
     CompositeHook,
     MultiLayerSteering,
@@ -61,9 +63,11 @@ __all__ = [
     "PerSampleSteering",
     "PositionTracker",
     "ProjectionHook",
+    "SdpaTap",
     "SteeringHook",
     "active_edits",
     "apply_edit",
     "as_vector",
     "resolve_target",
+    "sdpa_weights",
 ]

@@ -5,7 +5,10 @@ nothing. ``AttentionCapture`` switches the model to transformers' eager attentio
 of its ``with`` block (the public ``model.set_attn_implementation``, present since
 transformers 4.57), records the weights each attention module returns (the tensors HF's
 ``output_attentions=True`` reports) and restores the original implementation on exit, also after
-an exception. Eager computes the same function as SDPA, so logits agree to fp32 rounding.
+an exception. Eager computes the same function as SDPA, so logits agree to fp32 rounding. A model
+without that switch (a plain torch model such as KempnerForge's ``Transformer``) is captured through
+its ``F.scaled_dot_product_attention`` calls instead (:mod:`trait_lab.hooks.sdpa`): each attention
+module must make exactly one per forward, or the capture raises; its outputs are unchanged.
 
 The weights are post-softmax and after masking (padding and future keys get 0), and after
 attention dropout, which eval mode turns off. Eager holds one ``[batch, heads, q, k]`` matrix per
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trait_lab.hooks.base import HookContext
+from trait_lab.hooks.sdpa import SdpaTap, set_listener
 from trait_lab.models.architectures import find_layers, get_module, resolve_layers
 
 EAGER = "eager"
@@ -116,6 +120,9 @@ class _WeightRecorder:
                 "hook may replace its output, or the module does not return weights; remove that "
                 "hook, or compute the weights with model(..., output_attentions=True)."
             )
+        self.keep(weights)
+
+    def keep(self, weights: torch.Tensor) -> None:
         t = weights.detach()
         if self.dtype is not None:
             t = t.to(self.dtype)
@@ -134,14 +141,52 @@ class _WeightRecorder:
         return self.calls[0] if len(self.calls) == 1 else _stitch(self.calls, self.where)
 
 
+class _SdpaRecorder(_WeightRecorder):
+    """Pre- and post-hook on one attention module: the weights of its one SDPA call per forward."""
+
+    def __init__(self, where: str, to_cpu: bool, dtype: torch.dtype | None) -> None:
+        super().__init__(where, to_cpu, dtype)
+        self._seen = 0
+
+    def pre(self, module: nn.Module, args: tuple) -> None:
+        self._seen = 0
+        set_listener(self.listen)
+
+    def listen(self, weights: torch.Tensor, dropout_p: float) -> None:
+        if dropout_p > 0:
+            raise RuntimeError(
+                f"{self.where!r} called scaled_dot_product_attention with dropout_p={dropout_p}, "
+                "so the weights applied are random; call model.eval() before capturing"
+            )
+        self._seen += 1
+        self.keep(weights)
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any) -> None:
+        set_listener(None)
+        if self._seen != 1:
+            if self._seen:
+                del self.calls[-self._seen :]
+            raise RuntimeError(
+                f"the attention module {self.where!r} ({type(module).__name__}) made {self._seen} "
+                "calls to torch.nn.functional.scaled_dot_product_attention in one forward, not "
+                "one, so AttentionCapture cannot tell its attention weights. It captures modules "
+                "that call F.scaled_dot_product_attention(q, k, v, ...) once (through the "
+                "torch.nn.functional module, not a name imported from it), or transformers models."
+            )
+
+
 class AttentionCapture(HookContext):
     """Capture attention probabilities per layer, whatever implementation the model loaded.
 
     Args:
-        model: a transformers causal LM (it needs ``set_attn_implementation``).
+        model: a transformers causal LM, or any model whose attention modules call
+            ``torch.nn.functional.scaled_dot_product_attention`` (see ``via``).
         layers: layer indices (negatives count back); ``None`` means every layer.
         to_cpu: move captures to CPU as they arrive.
         dtype: cast captures to this dtype.
+        via: ``"eager"`` (switch a transformers model to eager attention), ``"sdpa"`` (weights
+            from each attention module's ``F.scaled_dot_product_attention`` call), or
+            ``"auto"``: eager for a transformers model, sdpa for any other.
 
     Raises ``RuntimeError`` at forward time when an attention module returns no weights, rather
     than report wrong numbers. Calls of a KV-cached generation are joined along ``q`` by
@@ -163,26 +208,41 @@ class AttentionCapture(HookContext):
         *,
         to_cpu: bool = False,
         dtype: torch.dtype | None = None,
+        via: str = "auto",
     ) -> None:
         super().__init__(model)
         setter = getattr(model, "set_attn_implementation", None)
-        if not callable(setter) or _implementation(model) is None:
+        transformers_model = callable(setter) and _implementation(model) is not None
+        if via not in ("auto", EAGER, "sdpa"):
+            raise ValueError(f"via={via!r}: use 'auto', 'eager' or 'sdpa'")
+        if via == EAGER and not transformers_model:
             raise TypeError(
-                "AttentionCapture needs a transformers model (one with config._attn_implementation "
-                f"and set_attn_implementation), got {type(model).__name__}; load it with "
-                "trait_lab.load_model or transformers' from_pretrained"
+                "AttentionCapture(via='eager') needs a transformers model (one with "
+                f"config._attn_implementation and set_attn_implementation), got "
+                f"{type(model).__name__}; use via='auto' or 'sdpa' for a model whose attention "
+                "calls torch.nn.functional.scaled_dot_product_attention"
             )
+        self.via = (EAGER if transformers_model else "sdpa") if via == "auto" else via
         self.layers = resolve_layers(model, layers)
+        kind = _WeightRecorder if self.via == EAGER else _SdpaRecorder
         self._recorders = {
-            layer: _WeightRecorder(_attention_path(model, layer), to_cpu, dtype)
-            for layer in self.layers
+            layer: kind(_attention_path(model, layer), to_cpu, dtype) for layer in self.layers
         }
-        self._set_implementation: Callable[[Any], Any] = setter
+        self._set_implementation: Callable[[Any], Any] | None = setter if callable(setter) else None
         self._original: Any = None
+        self._tap: SdpaTap | None = None
 
     def _attach(self) -> None:
+        if self.via == "sdpa":
+            self._tap = SdpaTap().__enter__()
+            for rec in self._recorders.values():
+                module = get_module(self.model, rec.where)
+                self._add(module.register_forward_pre_hook(cast(_SdpaRecorder, rec).pre))
+                self._add(module.register_forward_hook(rec))
+            return
+        setter = cast("Callable[[Any], Any]", self._set_implementation)
         original = _snapshot(self.model)
-        self._set_implementation(EAGER)
+        setter(EAGER)
         self._original = original
         now = _implementation(self.model)
         if now != EAGER:
@@ -199,7 +259,11 @@ class AttentionCapture(HookContext):
     def remove(self) -> None:
         """Remove the hooks and restore the model's attention implementation (idempotent)."""
         super().remove()
-        if self._original is None:
+        if self._tap is not None:
+            self._tap.__exit__(None, None, None)
+            self._tap = None
+            set_listener(None)
+        if self._original is None or self._set_implementation is None:
             return
         original, self._original = self._original, None
         self._set_implementation(original)
