@@ -19,9 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 __all__ = ["Schema", "SchemaError"]
@@ -124,6 +126,35 @@ class Schema:
         if problem is not None:
             raise self.error(problem)
         return cast("dict[str, Any]", payload)
+
+    def read(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        missing: str,
+        corrupt: Callable[[str], Exception],
+        source: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """Load a JSON file of this format and :meth:`check` it (``source`` names it in errors).
+
+        An absent file raises ``FileNotFoundError(missing)``; text that is not JSON raises
+        ``corrupt("not valid JSON (...)")``, so each format keeps its own error and advice.
+
+        Example:
+            >>> Schema("demo", 1).read("/nonexistent.json", missing="no demo file; make one",
+            ...     corrupt=ValueError)
+            Traceback (most recent call last):
+            ...
+            FileNotFoundError: no demo file; make one
+        """
+        file = Path(path)
+        if not file.exists():
+            raise FileNotFoundError(missing)
+        try:
+            payload = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise corrupt(f"not valid JSON ({exc})") from exc
+        return self.check(payload, file if source is None else source)
 
     def _found(self, payload: dict[str, Any]) -> str:
         """What ``payload`` says about its kind and version, for an error message."""

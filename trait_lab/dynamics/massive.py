@@ -350,13 +350,12 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: no calibration file at /nonexistent/calibration.json; run ...
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no calibration file at {path}; run ensure_calibration(...)")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"not valid JSON ({exc})") from exc
-    record = CALIBRATION_SCHEMA.check(record, f"calibration file {path}")
+    record = CALIBRATION_SCHEMA.read(
+        path,
+        missing=f"no calibration file at {path}; run ensure_calibration(...)",
+        corrupt=lambda problem: _fail(path, problem),
+        source=f"calibration file {path}",
+    )
     missing = [k for k in _KEYS if k not in record]
     if missing:
         raise _fail(path, f"missing keys {missing}")

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -121,13 +120,12 @@ def load_per_token(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: no per-token file at /nonexistent/per_token.json; rerun ...
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no per-token file at {path}; {PER_TOKEN_SCHEMA.remake}")
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"not valid JSON ({exc})") from exc
-    table = PER_TOKEN_SCHEMA.check(table, f"per-token file {path}")
+    table = PER_TOKEN_SCHEMA.read(
+        path,
+        missing=f"no per-token file at {path}; {PER_TOKEN_SCHEMA.remake}",
+        corrupt=lambda problem: _fail(path, problem),
+        source=f"per-token file {path}",
+    )
     missing = [k for k in _KEYS if k not in table]
     if missing:
         raise _fail(path, f"missing keys {missing}")

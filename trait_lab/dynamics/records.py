@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -310,13 +309,11 @@ def load_record(path: str | os.PathLike[str]) -> ProjectionRecord:
         FileNotFoundError: no projection record at /nonexistent.json; ...
     """
     source = Path(path)
-    if not source.exists():
-        raise FileNotFoundError(f"no projection record at {source}; run run_inference(...)")
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{source}: not valid JSON ({exc}); delete it and re-run") from exc
-    data = PROJECTION_SCHEMA.check(data, source)
+    data = PROJECTION_SCHEMA.read(
+        source,
+        missing=f"no projection record at {source}; run run_inference(...)",
+        corrupt=lambda problem: RecordError(f"{source}: {problem}; delete it and re-run"),
+    )
     try:
         return ProjectionRecord.from_dict(data)
     except RecordError as exc:
