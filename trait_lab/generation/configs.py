@@ -9,13 +9,17 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
+from trait_lab.core.records import check_int, invalid
 from trait_lab.hooks.edits import MODES, Mode
+from trait_lab.hooks.values import as_coefficient
 from trait_lab.models.architectures import COMPONENTS
 
 LayerActivations = dict[int, dict[str, torch.Tensor]]
@@ -51,6 +55,25 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         self.components = _check_components(self.components)
+
+
+def _coefficients(value: Any) -> float | list[float]:
+    """One coefficient, or one per row, as plain floats (numpy scalars and tensors included)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 1:
+        value = value.tolist()
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [as_coefficient(c, f"coefficient[{i}]") for i, c in enumerate(value)]
+    return as_coefficient(value)
+
+
+def _check_top_k(owner: str, top_k: Any) -> int | None:
+    return None if top_k is None else check_int(owner, "top_k", top_k, minimum=1)
+
+
+def _check_seed(owner: str, seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise invalid(owner, "seed", seed, "an int or None", "Pass a whole number, e.g. seed=0.")
+    return None if seed is None else int(seed)
 
 
 @dataclass
@@ -91,14 +114,7 @@ class SteeringConfig:
             raise ValueError(
                 f"unknown steering mode {self.mode!r}; choose one of {', '.join(STEERING_MODES)}"
             )
-        values = (
-            [self.coefficient]
-            if isinstance(self.coefficient, (int, float))
-            else list(self.coefficient)
-        )
-        for c in values:
-            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-                raise ValueError(f"coefficient must be finite numbers, got {self.coefficient!r}")
+        self.coefficient = _coefficients(self.coefficient)
         if isinstance(self.positions, str):
             if self.positions not in ("all", "response", "prompt"):
                 raise ValueError(
@@ -159,8 +175,8 @@ class SamplingConfig:
                 f"temperature must be > 0, got {self.temperature}; for greedy decoding use "
                 "do_sample=False"
             )
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        self.top_k = _check_top_k("SamplingConfig", self.top_k)
+        self.seed = _check_seed("SamplingConfig", self.seed)
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
 
@@ -313,6 +329,10 @@ class GenerationConfig:
     top_k: int | None = None
     seed: int | None = None
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        self.top_k = _check_top_k("GenerationConfig", self.top_k)
+        self.seed = _check_seed("GenerationConfig", self.seed)
 
     def sampling(self) -> SamplingConfig:
         if self.temperature < 0:

@@ -78,6 +78,57 @@ def _check_max_new_tokens(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
+def _context_limit(model: nn.Module) -> int | None:
+    """The model's context length (``config.max_position_embeddings``), when it declares one."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "get_text_config", None)
+    config = text() if callable(text) else config
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def _check_context(model: nn.Module, mask: torch.Tensor, max_new_tokens: int) -> None:
+    """Refuse before any forward a prompt that, with ``max_new_tokens``, overruns the context."""
+    limit = _context_limit(model)
+    if limit is None:
+        return
+    lengths = mask.sum(dim=1)
+    prompt = int(lengths.max())
+    if prompt + max_new_tokens > limit:
+        row = int(lengths.argmax())
+        which = f" (row {row}, the longest)" if mask.shape[0] > 1 else ""
+        raise ValueError(
+            f"the prompt{which} is {prompt} tokens and max_new_tokens is {max_new_tokens}: "
+            f"{prompt + max_new_tokens} positions, but the model's context is {limit} "
+            "(config.max_position_embeddings); beyond it the output is garbage. Shorten the "
+            f"prompt to at most {limit - max_new_tokens} tokens or lower max_new_tokens."
+        )
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    get = getattr(model, "get_input_embeddings", None)
+    embed = get() if callable(get) else None
+    if isinstance(embed, nn.Embedding):
+        return int(embed.num_embeddings)
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def _check_ids(name: str, ids: torch.Tensor, vocab: int | None) -> None:
+    """Refuse token ids outside the embedding (0..vocab-1) before the embedding sees them."""
+    if vocab is None or ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low >= 0 and high < vocab:
+        return
+    bad = low if low < 0 else high
+    row = int(((ids == bad).any(dim=-1)).nonzero()[0]) if ids.dim() == 2 else 0
+    raise ValueError(
+        f"{name} contains the token id {bad} (row {row}), outside this model's vocabulary: "
+        f"ids 0..{vocab - 1}. Encode prompts with this model's own tokenizer."
+    )
+
+
 class HookedGenerator:
     """Generate with steering, capture and projection in one KV-cached loop.
 
@@ -103,6 +154,11 @@ class HookedGenerator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(input_ids, torch.Tensor):
             input_ids = torch.as_tensor(input_ids)
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(
+                f"input_ids must be integer token ids, got dtype {input_ids.dtype}; encode the "
+                "prompt with the tokenizer (or pass torch.long ids)"
+            )
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
@@ -125,6 +181,7 @@ class HookedGenerator:
             )
         if bool((attention_mask.sum(dim=1) == 0).any()):
             raise ValueError("a row of attention_mask is all zeros: every prompt needs a token")
+        _check_ids("input_ids", input_ids, _vocab_size(self.model))
         device = self.device
         return input_ids.to(device), attention_mask.to(device).long()
 
@@ -148,8 +205,12 @@ class HookedGenerator:
         when capture or projection is on, that same token's activations / scores: the event
         then waits for the forward step that feeds its token back (one extra step after the
         last token), and its rows equal ``generate``'s row ``k``. With nothing recorded, a
-        token is yielded as soon as it is chosen. Hooks are removed when the iterator is
-        closed, exhausted or garbage-collected.
+        token is yielded as soon as it is chosen. The hooks are registered only while a step's
+        forward runs, so between events (and after the iterator is left alone, closed or
+        garbage-collected) the model is unsteered for everyone else, and two streams on one
+        model can be interleaved. Raises before the first forward when the prompt plus
+        ``max_new_tokens`` overruns the model's context or an id is outside its vocabulary,
+        and at the first step whose logits are NaN/inf (e.g. a far too large coefficient).
 
         Example:
             >>> from trait_lab.testing import tiny_model, tiny_batch
@@ -161,10 +222,12 @@ class HookedGenerator:
         """
         _check_max_new_tokens(max_new_tokens)
         ids, mask = self._inputs(input_ids, attention_mask)
+        _check_context(self.model, mask, max_new_tokens)
         batch, prompt_len = ids.shape
         sampling = sampling or SamplingConfig()
         eos = _eos_ids(self.model, eos_token_id)
         pad = tokens.pad_token_id(model=self.model, explicit=pad_token_id, eos=eos)
+        _check_ids("pad_token_id", torch.tensor([pad]), _vocab_size(self.model))
         state = _State(prompt_len=prompt_len)
         hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
         rng = sampling.generator(self.device)
@@ -172,10 +235,12 @@ class HookedGenerator:
         step_ids, step_pos = ids, tokens.padded_positions(mask)
         cache, cache_name = None, cache_keyword(self.model)
         held: StreamEvent | None = None  # the last token, waiting for its own activations
-        with hooks, torch.no_grad():
-            for step in range(max_new_tokens + 1):
-                # absolute index of this forward's first token in the padded sequence
-                state.offset = 0 if step == 0 else prompt_len + step - 1
+        for step in range(max_new_tokens + 1):
+            # absolute index of this forward's first token in the padded sequence
+            state.offset = 0 if step == 0 else prompt_len + step - 1
+            # hooks and no_grad hold only while this step computes, never across a yield: a
+            # suspended stream must not steer (or disable autograd for) the model's other users
+            with hooks, torch.no_grad():
                 out = self.model(
                     input_ids=step_ids,
                     attention_mask=mask,
@@ -183,32 +248,35 @@ class HookedGenerator:
                     use_cache=True,
                     **{cache_name: cache},
                 )
-                cache = output_cache(out)
-                scored = hooks.collect(step)  # step 0: the prompt's; else token step - 1's
-                if held is not None:
-                    yield replace(held, **scored)
-                if step == max_new_tokens or bool(finished.all()):
+            if step == 0:
+                hooks.check_fired()
+            cache = output_cache(out)
+            scored = hooks.collect(step)  # step 0: the prompt's; else token step - 1's
+            if held is not None:
+                yield replace(held, **scored)
+            if step == max_new_tokens or bool(finished.all()):
+                return
+            if cancel is not None and cancel.is_set():
+                return
+            logits = out.logits[:, -1, :]
+            hooks.check_step(logits, step)
+            token = sampling.choose(logits, rng)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            new = [None if finished[i] else int(token[i]) for i in range(batch)]
+            if eos:
+                finished |= torch.isin(token, torch.tensor(eos, device=token.device))
+            state.tokens.append(token)
+            prompt_fields = scored if step == 0 else {}
+            event = StreamEvent(step, new, finished.tolist(), **prompt_fields, logits=logits)
+            if hooks.needs_final_step:
+                held = event
+            else:
+                yield event
+                if bool(finished.all()) or step + 1 == max_new_tokens:
                     return
-                if cancel is not None and cancel.is_set():
-                    return
-                logits = out.logits[:, -1, :]
-                token = sampling.choose(logits, rng)
-                token = torch.where(finished, torch.full_like(token, pad), token)
-                new = [None if finished[i] else int(token[i]) for i in range(batch)]
-                if eos:
-                    finished |= torch.isin(token, torch.tensor(eos, device=token.device))
-                state.tokens.append(token)
-                prompt_fields = scored if step == 0 else {}
-                event = StreamEvent(step, new, finished.tolist(), **prompt_fields, logits=logits)
-                if hooks.needs_final_step:
-                    held = event
-                else:
-                    yield event
-                    if bool(finished.all()) or step + 1 == max_new_tokens:
-                        return
-                step_ids = token.unsqueeze(-1)
-                mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
-                step_pos = step_pos[:, -1:] + 1
+            step_ids = token.unsqueeze(-1)
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+            step_pos = step_pos[:, -1:] + 1
 
     def generate(
         self,

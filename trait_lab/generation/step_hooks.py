@@ -16,8 +16,6 @@ from trait_lab.generation.configs import CaptureConfig, ProjectionSpec, Steering
 from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
-    as_vector,
-    check_width,
     expected_width,
     fp32_apply,
     register_tensor_hook,
@@ -25,7 +23,11 @@ from trait_lab.hooks.base import (
 )
 from trait_lab.hooks.edits import apply_edit
 from trait_lab.hooks.projection import is_single_vector, unit_matrix
+from trait_lab.hooks.values import as_vector, check_width
 from trait_lab.models.architectures import resolve_layers
+
+#: The largest |activation| whose square fits in float32: above it a norm overflows.
+_SAFE_PEAK = float(torch.finfo(torch.float32).max) ** 0.5
 
 
 class _Offset(Protocol):
@@ -37,6 +39,8 @@ class _SteerEntry:
         self, config: SteeringConfig, index: int, path: str, model: nn.Module, batch: int
     ) -> None:
         where = f"steering[{index}]"
+        self.where = where
+        self.path = path
         self.mode = config.mode
         self.vector = DeviceVector(
             as_vector(
@@ -62,6 +66,7 @@ class _SteerEntry:
             if bad:
                 raise ValueError(f"{where}.rows {bad} are outside the batch (0..{batch - 1})")
             coefs = [c if i in rows else 0.0 for i, c in enumerate(coefs)]
+        self.largest = max((abs(c) for c in coefs), default=0.0)
         self.coefs = DeviceVector(torch.tensor(coefs, dtype=torch.float32))
         in_rows = [float(i in rows) for i in range(batch)]
         self.rows = DeviceVector(torch.tensor(in_rows, dtype=torch.float32))
@@ -106,7 +111,7 @@ class StepHooks(HookContext):
                 raise TypeError(
                     f"steering[{i}] must be a SteeringConfig, got {type(config).__name__}"
                 )
-            path = resolve_target(model, config.layer, config.component)
+            path = resolve_target(model, config.layer, config.component, edits=True)
             self.steer.setdefault(path, []).append(_SteerEntry(config, i, path, model, batch))
         _check_type("capture", capture, CaptureConfig, "CaptureSpec(layers=[...])")
         _check_type("projection", projection, ProjectionSpec, "ProjectionSpec({layer: vector})")
@@ -123,6 +128,19 @@ class StepHooks(HookContext):
                 matrix = unit_matrix(vectors, expected_width(model, path))
                 self.projections[key] = (path, DeviceVector(matrix), is_single_vector(vectors))
         self._pending: dict[Any, torch.Tensor] = {}
+        self._fired: set[str] = set()
+        self._norms: dict[str, torch.Tensor] = {}  # mean activation norm at each steered path
+        self._peaks: dict[str, torch.Tensor] = {}  # this step's largest steered |value|
+        self._limit: dict[str, float] = {}
+        # built once: registering them again for every step is cheap, rebuilding is not needed
+        self._hooks: list[tuple[str, Any, bool]] = [
+            (path, self._editor(path, entries), True) for path, entries in self.steer.items()
+        ]
+        self._hooks += [(path, self._recorder(key), False) for key, path in self.captures.items()]
+        self._hooks += [
+            (path, self._projector(layer, matrix, single), False)
+            for layer, (path, matrix, single) in self.projections.items()
+        ]
 
     @property
     def needs_final_step(self) -> bool:
@@ -130,16 +148,59 @@ class StepHooks(HookContext):
         return bool(self.captures or self.projections)
 
     def _attach(self) -> None:
-        for path, entries in self.steer.items():
-            self._add(
-                register_tensor_hook(self.model, path, self._editor(path, entries), edits=True)
+        for path, fn, edits in self._hooks:
+            self._add(register_tensor_hook(self.model, path, fn, edits=edits))
+
+    def check_fired(self) -> None:
+        """After the first forward: refuse hook paths the model never ran (they did nothing)."""
+        silent = sorted({path for path, _, _ in self._hooks} - self._fired)
+        if silent:
+            raise RuntimeError(
+                f"the model's forward never ran the module(s) {silent}, so steering, capture or "
+                "projection there would do nothing; choose a layer index or a module that runs "
+                "in the forward (list them with [n for n, _ in model.named_modules()])"
             )
-        for key, path in self.captures.items():
-            self._add(register_tensor_hook(self.model, path, self._recorder(key)))
-        for layer, (path, matrix, single) in self.projections.items():
-            self._add(
-                register_tensor_hook(self.model, path, self._projector(layer, matrix, single))
+
+    def check_step(self, logits: torch.Tensor, step: int) -> None:
+        """After a forward: raise when steering overflowed or the next-token logits are NaN/inf.
+
+        A steered activation above :data:`_SAFE_PEAK` (or its dtype's maximum) overflows when
+        the next norm squares it; the model then predicts from zeros or NaN, so the tokens are
+        garbage. One sync: every check is reduced to one flag first.
+        """
+        peaks = {path: peak.to(logits.device) for path, peak in self._peaks.items()}
+        self._peaks = {}
+        flags = [torch.isfinite(logits.amax(dim=-1)).all()]
+        flags += [peak <= self._limit[path] for path, peak in peaks.items()]
+        if bool(torch.stack(flags).all()):
+            return
+        bad = {path: float(peak) for path, peak in peaks.items() if not peak <= self._limit[path]}
+        if bad:
+            where = f"at generation step {step} steering pushed the activations past what "
+            where += "the model's norms can square without overflow"
+            entries = [e for path in bad for e in self.steer[path]]
+        else:
+            rows = (~torch.isfinite(logits.amax(dim=-1))).nonzero().flatten().tolist()
+            where = f"the logits at generation step {step} are NaN/inf for rows {rows}"
+            entries = [e for es in self.steer.values() for e in es if e.largest > 0]
+        if not entries:
+            raise RuntimeError(
+                f"{where}, with no steering: the model itself overflows (its dtype is "
+                f"{logits.dtype}); load it in bfloat16 or float32, or check its weights"
             )
+        parts = []
+        for entry in sorted(entries, key=lambda e: e.where):
+            norm = self._norms.get(entry.path)
+            scale = "" if norm is None else f", where the mean activation norm is {float(norm):.3g}"
+            peak = f" (largest value {bad[entry.path]:.3g})" if entry.path in bad else ""
+            parts.append(
+                f"{entry.where} ({entry.mode}) at {entry.path!r} with coefficient "
+                f"{entry.largest:.3g}{peak}{scale}"
+            )
+        raise RuntimeError(
+            f"{where}: {'; '.join(parts)}. The output would be garbage. Use a smaller "
+            "coefficient: a typical scale is about the layer's activation norm"
+        )
 
     def _mask(self, entry: _SteerEntry, h: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(self.state.offset, self.state.offset + h.shape[1], device=h.device)
@@ -163,11 +224,18 @@ class StepHooks(HookContext):
             for entry in entries:
                 check_width(h, entry.vector.on(h.device), path)
 
+            self._fired.add(path)
+            if self.state.offset == 0:  # the prompt's norm, for an overflow error's advice
+                self._norms[path] = torch.linalg.vector_norm(h.detach().float(), dim=-1).mean()
+
             def steer(x: torch.Tensor) -> torch.Tensor:
                 for entry in entries:  # in order: ablate-then-add differs from add-then-ablate
                     x = entry.apply(x, self._mask(entry, x).to(x.dtype))
+                self._peaks[path] = x.detach().abs().amax()  # checked after the forward
                 return x
 
+            if path not in self._limit:
+                self._limit[path] = min(_SAFE_PEAK, torch.finfo(h.dtype).max)
             return fp32_apply(h, steer)
 
         return edit
@@ -176,6 +244,7 @@ class StepHooks(HookContext):
         dtype = self.capture.dtype if self.capture is not None else None
 
         def record(h: torch.Tensor) -> None:
+            self._fired.add(self.captures[key])
             t = h.detach()
             t = t.to(device="cpu", dtype=dtype or t.dtype, copy=True)
             self._pending[("a", key[0], key[1])] = t
@@ -183,7 +252,10 @@ class StepHooks(HookContext):
         return record
 
     def _projector(self, layer: int, matrix: DeviceVector, single: bool):
+        path = self.projections[layer][0]
+
         def project(h: torch.Tensor) -> None:
+            self._fired.add(path)
             m = matrix.on(h.device)
             x = h.detach().float()
             scores = x @ m.T

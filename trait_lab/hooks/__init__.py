@@ -21,7 +21,6 @@ from trait_lab.hooks.base import (
     HookContext,
     PositionTracker,
     active_edits,
-    as_vector,
     resolve_target,
 )
 from trait_lab.hooks.capture import CaptureHook, MultiLayerCapture
@@ -42,6 +41,7 @@ from trait_lab.hooks.steering import (
     PerSampleSteering,
     SteeringHook,
 )
+from trait_lab.hooks.values import as_vector
 
 __all__ = [
     "MODES",

@@ -1,4 +1,4 @@
-"""Shared machinery for every hook: target resolution, exception-safe lifetime, vector checks.
+"""Shared machinery for every hook: target resolution, exception-safe lifetime, dispatch.
 
 A hook context registers PyTorch hooks on ``__enter__`` and removes every one of them on
 ``__exit__``, also when the body raised. Vector math runs in fp32 whatever the model dtype and
@@ -12,9 +12,8 @@ block ``L`` (the model, and every later entry, do see it). Read hooked activatio
 
 from __future__ import annotations
 
-import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,12 +32,17 @@ from trait_lab.models.architectures import (
 from trait_lab.models.kv_cache import forward_offset
 
 Target = int | str
-VectorLike = torch.Tensor | np.ndarray | Sequence[float]
 TensorFn = Callable[[torch.Tensor], torch.Tensor | None]
 
 
-def resolve_target(model: nn.Module, target: Target, component: str = "residual") -> str:
+def resolve_target(
+    model: nn.Module, target: Target, component: str = "residual", *, edits: bool = False
+) -> str:
     """Turn a layer index (plus component) or a module path into a validated hook path.
+
+    A module that never runs in a forward (a ``ModuleList`` such as ``"model.layers"``) is
+    refused, and so, with ``edits=True``, is a path whose tensor is not activations (the
+    integer token ids going into an embedding); see :func:`check_hookable`.
 
     Example:
         >>> from trait_lab.testing import tiny_model
@@ -48,66 +52,49 @@ def resolve_target(model: nn.Module, target: Target, component: str = "residual"
     if isinstance(target, bool):
         raise TypeError(f"target must be a layer index or a module path, got {target!r}")
     if isinstance(target, (int, np.integer)):
-        return get_hook_path(int(target), component, model=model)
-    if isinstance(target, str):
+        path = get_hook_path(int(target), component, model=model)
+    elif isinstance(target, str):
         get_module(model, target)  # raises with close matches when missing
         split_hook_path(target)
-        return target
-    raise TypeError(
-        f"target must be a layer index (int) or a module path (str), got "
-        f"{type(target).__name__}: {target!r}"
-    )
+        path = target
+    else:
+        raise TypeError(
+            f"target must be a layer index (int) or a module path (str), got "
+            f"{type(target).__name__}: {target!r}"
+        )
+    check_hookable(model, path, edits=edits)
+    return path
 
 
-def as_vector(
-    vector: VectorLike,
-    *,
-    name: str = "vector",
-    width: int | None = None,
-    direction: bool = False,
-) -> torch.Tensor:
-    """Validate and return a 1-D fp32 CPU copy of ``vector``.
+def check_hookable(model: nn.Module, path: str, *, edits: bool = False) -> nn.Module:
+    """The module at ``path``, refused when a hook there would silently do nothing or harm.
 
-    ``direction=True`` also rejects zero-norm vectors (a direction must have one) and returns
-    the unit vector.
+    A container with no ``forward`` of its own (``ModuleList``, ``ModuleDict``) is never
+    called, so a hook on it never fires. An editor (``edits=True``) on an embedding's input
+    would shift integer token ids, not activations.
 
     Example:
-        >>> as_vector([3.0, 4.0], direction=True).tolist()
-        [0.6000000238418579, 0.800000011920929]
+        >>> from trait_lab.testing import tiny_model
+        >>> type(check_hookable(tiny_model(), "model.layers.0")).__name__
+        'LlamaDecoderLayer'
     """
-    if isinstance(vector, torch.Tensor):
-        tensor = vector.detach()
-    else:
-        try:
-            tensor = torch.as_tensor(np.asarray(vector, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{name} must be a 1-D tensor, array or list of floats, got {type(vector).__name__}"
-            ) from exc
-    if tensor.dim() != 1:
+    module = get_module(model, path)
+    name, is_input = split_hook_path(path)
+    if type(module).forward is nn.Module.forward:
+        children = [f"{name}.{c}" if name else c for c, _ in module.named_children()][:4]
         raise ValueError(
-            f"{name} must be 1-D [hidden], got shape {tuple(tensor.shape)}. "
-            "Pass one vector per hook (index it, e.g. vectors[layer]), or use a multi-vector hook."
+            f"module {name!r} ({type(module).__name__}) is a container with no forward of its "
+            "own: the model never calls it, so a hook there would never fire. Hook one of the "
+            f"modules it holds instead, e.g. {', '.join(children) or '(none)'} (or pass a layer "
+            "index)."
         )
-    if not tensor.is_floating_point():
-        tensor = tensor.double()
-    tensor = tensor.to(device="cpu", dtype=torch.float32).clone()
-    if width is not None and tensor.shape[0] != width:
+    if edits and is_input and isinstance(module, nn.Embedding):
         raise ValueError(
-            f"{name} has length {tensor.shape[0]} but the hooked activations are {width} wide. "
-            "Use a vector extracted from this model at this component."
+            f"cannot steer {path!r}: the input of {name!r} (Embedding) is integer token ids, "
+            f"not activations, and an edit would shift the ids. Steer its output {name!r} or a "
+            "layer (e.g. layer=0) instead."
         )
-    if not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(f"{name} contains {bad} NaN/inf values; it must be finite")
-    if direction:
-        norm = float(tensor.norm())
-        if norm < 1e-8 or not math.isfinite(norm):
-            raise ValueError(
-                f"{name} is a zero vector (norm {norm:.3g}); a direction needs a nonzero norm"
-            )
-        tensor = tensor / norm
-    return tensor
+    return module
 
 
 def first_tensor(output: Any, where: str, module: nn.Module | None = None) -> torch.Tensor:
@@ -168,6 +155,13 @@ class _Dispatch:
             self.handle = module.register_forward_hook(self._post_hook, prepend=True)
 
     def _run(self, h: torch.Tensor) -> torch.Tensor | None:
+        if self.editors and not h.is_floating_point():
+            where = self.name + (INPUT_SUFFIX if self.is_input else "")
+            raise TypeError(
+                f"cannot steer {where!r}: its tensor is {h.dtype} (integer token ids or masks), "
+                "not activations, so an edit would corrupt it; steer a layer's residual stream "
+                "or a module that returns floating-point activations instead"
+            )
         edited = None
         for editor in list(self.editors):
             new = editor(h if edited is None else edited)
@@ -233,7 +227,7 @@ def register_tensor_hook(
     ``edits=True`` marks an editor: a tensor it returns replaces the hidden states. Observers
     (``edits=False``) see the hidden states after every editor on that module has run.
     """
-    module = get_module(model, path)
+    module = check_hookable(model, path, edits=edits)
     name, is_input = split_hook_path(path)
     sides = _DISPATCHERS.setdefault(module, {})
     dispatch = sides.get(is_input)
@@ -276,15 +270,6 @@ def expected_width(model: nn.Module, path: str) -> int | None:
         except ValueError:
             return None
     return None
-
-
-def check_width(h: torch.Tensor, vector: torch.Tensor, where: str, name: str = "vector") -> None:
-    """Fail with a clear message when activations and vector widths differ at forward time."""
-    if h.shape[-1] != vector.shape[-1]:
-        raise ValueError(
-            f"{name} has length {vector.shape[-1]} but the activations at {where!r} are "
-            f"{h.shape[-1]} wide; use a vector extracted from this model at this component"
-        )
 
 
 class DeviceVector:

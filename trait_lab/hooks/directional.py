@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -20,9 +19,6 @@ from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
     Target,
-    VectorLike,
-    as_vector,
-    check_width,
     expected_width,
     fp32_apply,
     register_tensor_hook,
@@ -30,6 +26,7 @@ from trait_lab.hooks.base import (
 )
 from trait_lab.hooks.edits import apply_edit
 from trait_lab.hooks.steering import CompositeHook
+from trait_lab.hooks.values import VectorLike, as_coefficient, as_vector, check_width
 
 
 class _DirectionHook(HookContext):
@@ -37,7 +34,7 @@ class _DirectionHook(HookContext):
         self, model: nn.Module, direction: VectorLike, target: Target, component: str
     ) -> None:
         super().__init__(model)
-        self.path = resolve_target(model, target, component)
+        self.path = resolve_target(model, target, component, edits=True)
         width = expected_width(model, self.path)
         self.direction = DeviceVector(
             as_vector(direction, name="direction", width=width, direction=True)
@@ -74,10 +71,7 @@ class AblationHook(_DirectionHook):
         coefficient: float = 1.0,
     ) -> None:
         super().__init__(model, direction, target, component)
-        number = float(coefficient)
-        if not math.isfinite(number):
-            raise ValueError(f"coefficient must be finite, got {coefficient!r}")
-        self.coefficient = number
+        self.coefficient = as_coefficient(coefficient)
 
     def _edit(self, h: torch.Tensor) -> torch.Tensor:
         r = self.direction.on(h.device)
@@ -111,15 +105,14 @@ class ActivationCappingHook(_DirectionHook):
         component: str = "residual",
     ) -> None:
         super().__init__(model, vector, target, component)
-        for name, value in (("threshold", threshold), ("ceiling", ceiling)):
-            if value is not None and not math.isfinite(float(value)):
-                raise ValueError(f"{name} must be finite or None, got {value!r}")
-        if threshold is None and ceiling is None:
+        floor = None if threshold is None else as_coefficient(threshold, "threshold")
+        top = None if ceiling is None else as_coefficient(ceiling, "ceiling")
+        if floor is None and top is None:
             raise ValueError("ActivationCappingHook needs threshold= (a floor), ceiling=, or both")
-        if threshold is not None and ceiling is not None and float(threshold) > float(ceiling):
+        if floor is not None and top is not None and floor > top:
             raise ValueError(f"threshold (floor) {threshold} is above ceiling {ceiling}")
-        self.floor = None if threshold is None else float(threshold)
-        self.ceiling = None if ceiling is None else float(ceiling)
+        self.floor = floor
+        self.ceiling = top
 
     def _edit(self, h: torch.Tensor) -> torch.Tensor:
         v = self.direction.on(h.device)

@@ -25,7 +25,8 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from trait_lab.models.architectures import get_module, split_hook_path
+from trait_lab.hooks.base import check_hookable
+from trait_lab.models.architectures import split_hook_path
 
 
 class ManagedHook:
@@ -94,7 +95,7 @@ class HookManager:
                 f"add_forward_hook takes a module name, got {path!r}; to hook the input of "
                 f"{name!r} use add_forward_pre_hook({name!r}, fn)"
             )
-        return get_module(self.model, name)
+        return check_hookable(self.model, name)
 
     def _keep(self, path: str, handle: RemovableHandle) -> ManagedHook:
         hook = ManagedHook(self, path, handle)

@@ -25,13 +25,11 @@ from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
     Target,
-    VectorLike,
-    as_vector,
-    check_width,
     expected_width,
     register_tensor_hook,
     resolve_target,
 )
+from trait_lab.hooks.values import VectorLike, as_vector, check_width
 from trait_lab.models.architectures import n_layers
 
 

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -24,25 +23,13 @@ from trait_lab.hooks.base import (
     HookContext,
     PositionTracker,
     Target,
-    VectorLike,
-    as_vector,
-    check_width,
     expected_width,
     fp32_apply,
     register_tensor_hook,
     resolve_target,
 )
 from trait_lab.hooks.edits import apply_edit
-
-
-def _coefficient(value: float, name: str = "coefficient") -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return number
+from trait_lab.hooks.values import VectorLike, as_coefficient, as_vector, check_width
 
 
 class SteeringHook(HookContext):
@@ -68,7 +55,7 @@ class SteeringHook(HookContext):
         component: str = "residual",
     ) -> None:
         super().__init__(model)
-        self.path = resolve_target(model, target, component)
+        self.path = resolve_target(model, target, component, edits=True)
         self.vector = DeviceVector(as_vector(vector, width=expected_width(model, self.path)))
         self.coefficient = coefficient
 
@@ -78,7 +65,7 @@ class SteeringHook(HookContext):
 
     @coefficient.setter
     def coefficient(self, value: float) -> None:
-        self._coefficient = _coefficient(value)
+        self._coefficient = as_coefficient(value)
 
     def _attach(self) -> None:
         self._add(register_tensor_hook(self.model, self.path, self._edit, edits=True))
@@ -205,13 +192,13 @@ class PerSampleSteering(HookContext):
                     f"got {len(config)} items"
                 )
             target, vector, coefficient, batch_slice = config
-            path = resolve_target(model, target, component)
+            path = resolve_target(model, target, component, edits=True)
             start, end = _check_range(batch_slice, f"configs[{i}] batch slice")
             if end is None:
                 raise ValueError(f"configs[{i}] batch slice needs an explicit end")
             vec = as_vector(vector, name=f"configs[{i}] vector", width=expected_width(model, path))
             self._by_path.setdefault(path, []).append(
-                (DeviceVector(vec), _coefficient(coefficient), start, end)
+                (DeviceVector(vec), as_coefficient(coefficient), start, end)
             )
         if not self._by_path:
             raise ValueError("PerSampleSteering needs at least one config")

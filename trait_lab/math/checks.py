@@ -33,8 +33,7 @@ def tensor_arg(x: object, name: str, ndims: tuple[int, ...] | None, shape: str) 
         raise TypeError(
             f"{name} must be a torch tensor or numpy array of numbers, got {type(x).__name__}"
         ) from err
-    if t.is_complex():
-        raise TypeError(f"{name} is complex ({t.dtype}); pass real values")
+    check_real(t, name)
     if (t.dim() < 1) if ndims is None else (t.dim() not in ndims):
         raise ValueError(f"{name} must have shape {shape}, got shape {tuple(t.shape)}")
     if t.numel() == 0:
@@ -48,6 +47,19 @@ def tensor_arg(x: object, name: str, ndims: tuple[int, ...] | None, shape: str) 
             "drop or mask those entries first"
         )
     return t
+
+
+def check_real(t: torch.Tensor, name: str) -> None:
+    """Refuse a complex tensor: every trait_lab vector and activation is real.
+
+    Example:
+        >>> check_real(torch.ones(2), "vector")
+    """
+    if t.is_complex():
+        raise TypeError(
+            f"{name} is complex ({t.dtype}); pass real values (e.g. x.real, if the imaginary "
+            "part is known to be zero)"
+        )
 
 
 def common_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
