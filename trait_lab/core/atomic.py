@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEMP_GLOB", "atomic_write", "atomic_write_json", "atomic_write_text"]
+__all__ = ["TEMP_GLOB", "atomic_write", "atomic_write_json", "atomic_write_text", "make_folder"]
 
 TEMP_GLOB = ".*.tmp"
 """Glob matching the temporary files :func:`atomic_write` creates (and deletes on failure)."""
@@ -40,6 +40,36 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def make_folder(
+    folder: str | os.PathLike[str], target: str | os.PathLike[str] | None = None
+) -> Path:
+    """Create ``folder`` and its parents (if missing); returns it as a ``Path``.
+
+    A file where a folder must be (``folder`` itself or one of its parents) raises
+    ``NotADirectoryError`` naming that file, and ``target`` (what is being written) if given,
+    before anything is created.
+
+    Example:
+        >>> import tempfile
+        >>> make_folder(tempfile.mkdtemp() + "/a/b").is_dir()
+        True
+    """
+    folder = Path(folder)
+    for place in (folder, *folder.parents):  # the nearest existing one decides
+        if place.is_dir():
+            break
+        if place.exists():
+            what = (
+                f"write {os.fspath(target)!r}" if target else f"create the folder {str(folder)!r}"
+            )
+            raise NotADirectoryError(
+                f"cannot {what}: {str(place)!r} is a file, not a folder; choose a path in another "
+                f"folder, or move or rename the file {str(place)!r}"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Create ``path`` through ``write(tmp)``, atomically; returns ``path`` as a ``Path``.
 
@@ -47,7 +77,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     ``path``, and must create it (so ``open(tmp, "xb")`` and libraries that take a filename both
     work). The file is then fsynced and moved over ``path``. If ``write``, the fsync or the
     rename raises, the temporary file is removed, the exception propagates, and any old file at
-    ``path`` is unchanged. Missing parent folders are created.
+    ``path`` is unchanged. Missing parent folders are created; a ``path`` that is a folder
+    (``IsADirectoryError``) or whose parent is a file (``NotADirectoryError``) is refused
+    before anything is written, naming ``path`` and the fix.
 
     Example:
         >>> import tempfile
@@ -56,7 +88,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
         b'abc'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"cannot write {str(path)!r}: it is a folder, not a file; pass a file path (e.g. "
+            f"{str(path / 'name')!r}), or move the folder away"
+        )
+    make_folder(path.parent, path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         write(tmp)

@@ -30,6 +30,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trait_lab.core.atomic import atomic_write
+from trait_lab.io.tensor_files import (
+    NPY_MAGIC,
+    ZIP_MAGIC,
+    damaged,
+    npz_member_error,
+    safetensors_errors,
+    sniff,
+)
 
 __all__ = ["SUFFIXES", "Activations", "Loaded", "load_activation_file", "save_activations"]
 
@@ -37,6 +45,10 @@ SUFFIXES: tuple[str, ...] = (".npz", ".safetensors")
 _PREFIX = "__trait_lab__."
 _OFFSETS = _PREFIX + "offsets."  # int64 [n + 1]: a list of n variable-length tensors, flattened
 _DTYPE = _PREFIX + "dtype."  # older .npz files only: "bfloat16" marks a uint16 bit pattern
+_REMAKE = (
+    "Re-create it: rerun the extraction or save_activations call that wrote it (for a shard, "
+    "delete its folder and extract again), or delete the file."
+)
 Activations: TypeAlias = Mapping[str, torch.Tensor | np.ndarray | Sequence[torch.Tensor]]
 Loaded: TypeAlias = dict[str, torch.Tensor | list[torch.Tensor]]
 
@@ -184,26 +196,32 @@ def save_activations(acts: Activations, path: str | os.PathLike[str]) -> None:
 
 
 def _load_npz(path: Path) -> dict[str, torch.Tensor]:
+    head = sniff(path)
+    if head.startswith(NPY_MAGIC):
+        raise ValueError(
+            f"{str(path)!r} is not an .npz archive (a plain .npy?); "
+            "re-save it with save_activations"
+        )
+    if not head.startswith(ZIP_MAGIC):
+        raise damaged(path, ".npz", "not a zip archive", _REMAKE)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise damaged(path, ".npz", str(exc), _REMAKE) from exc
+    fix = "Re-save the data as numeric arrays, e.g. with save_activations."
     entries: dict[str, torch.Tensor] = {}
-    with np.load(path, allow_pickle=False) as z:
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError(
-                f"{str(path)!r} is not an .npz archive (a plain .npy?); "
-                "re-save it with save_activations"
-            )
-        # files of the older format: bf16 as uint16 bits, marked by a "__trait_lab__.dtype." key
-        markers = {k[len(_DTYPE) :]: str(z[k]) for k in z.files if k.startswith(_DTYPE)}
+    with z:
+        arrays = {}
         for key in z.files:
+            try:
+                arrays[key] = z[key]
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+                raise npz_member_error(path, z, key, exc, fix) from exc
+        # files of the older format: bf16 as uint16 bits, marked by a "__trait_lab__.dtype." key
+        markers = {k[len(_DTYPE) :]: str(v) for k, v in arrays.items() if k.startswith(_DTYPE)}
+        for key, arr in arrays.items():
             if key.startswith(_DTYPE):
                 continue
-            try:
-                arr = z[key]
-            except ValueError as err:
-                raise ValueError(
-                    f"{str(path)!r}: entry {key!r} is an object array that needs pickle to load; "
-                    "trait_lab never unpickles (it can run arbitrary code). Re-save the data "
-                    "as numeric arrays, e.g. with save_activations"
-                ) from err
             if markers.get(key) == "bfloat16":
                 entries[key] = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
             else:
@@ -226,7 +244,14 @@ def load_activation_file(path: str | os.PathLike[str]) -> Loaded:
         [0.0, 1.0, 2.0]
     """
     path = Path(path)
-    if _suffix(path) == ".npz":
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no activations file at {str(path)!r}; check the path (read a shard folder with "
+            "trait_lab.io.load_activations), or run the extraction that writes it"
+        )
+    if suffix == ".npz":
         return _decode(_load_npz(path))
 
-    return _decode(load_file(str(path)))
+    with safetensors_errors(path, _REMAKE):
+        return _decode(load_file(str(path)))

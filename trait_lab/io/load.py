@@ -23,7 +23,8 @@ def load_activations(path: str | os.PathLike[str]) -> Loaded:
 
     Returns ``{name: tensor}``, or ``{name: list of tensors}`` for lists that were saved. A
     folder with a ``manifest.json`` loads all its shards. Pickle is never used: a file that needs
-    it raises ``ValueError``.
+    it raises ``ValueError``, and so does a damaged file (truncated, or not the format its suffix
+    names), naming the file and how to re-create it.
 
     Example:
         >>> import tempfile, torch

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from trait_lab.core.atomic import TEMP_GLOB, atomic_write_text
+from trait_lab.core.atomic import TEMP_GLOB, atomic_write_text, make_folder
 from trait_lab.core.schema import Schema
 from trait_lab.io.activations import Loaded, cpu_copy, load_activation_file, save_activations
 
@@ -92,11 +92,11 @@ class ActivationWriter:
             )
         self.directory = Path(directory)
         self.shard_size = shard_size
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_folder(self.directory)
         meta = json.loads(json.dumps(dict(meta or {})))  # normalise (tuples -> lists) for compare
         manifest_path = self.directory / SHARD_MANIFEST
         if manifest_path.exists():
-            self.manifest = SHARD_SCHEMA.check(json.loads(manifest_path.read_text()), manifest_path)
+            self.manifest = _read_manifest(self.directory)
             stored = self.manifest.get("meta", {})
             if stored != meta:
                 diff = sorted(k for k in set(stored) | set(meta) if stored.get(k) != meta.get(k))
@@ -226,13 +226,7 @@ class ActivationReader:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        path = self.directory / SHARD_MANIFEST
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no {SHARD_MANIFEST} in {str(self.directory)!r}: not a folder "
-                "written by ActivationWriter / extract_representations"
-            )
-        self.manifest = SHARD_SCHEMA.check(json.loads(path.read_text()), path)
+        self.manifest = _read_manifest(self.directory)
 
     @property
     def layers(self) -> list[str]:
@@ -263,3 +257,20 @@ class ActivationReader:
             n: p if kinds[n] == "list" else (torch.cat(p) if p else torch.empty(0))
             for n, p in parts.items()
         }
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """The checked manifest of a shard folder; a missing or damaged one is a clear error."""
+    path = directory / SHARD_MANIFEST
+
+    def corrupt(why: str) -> ValueError:
+        return ValueError(
+            f"{str(path)!r} is damaged: {why}. It lists the folder's complete shards; delete "
+            f"the folder {str(directory)!r} and extract again"
+        )
+
+    missing = (
+        f"no {SHARD_MANIFEST} in {str(directory)!r}: not a folder written by "
+        "ActivationWriter / extract_representations"
+    )
+    return SHARD_SCHEMA.read(path, missing=missing, corrupt=corrupt)

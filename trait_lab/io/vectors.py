@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,29 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from trait_lab.core.atomic import atomic_write
+from trait_lab.io.tensor_files import load_npy, load_torch, safetensors_errors
+from trait_lab.math.checks import tensor_arg
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
 _KEY = "vector"
+_REMAKE = (
+    "Re-create it: rerun the extraction that wrote it (trait-lab extract), or delete the file "
+    "and save the vector again with trait_lab.io.vectors.save_vector."
+)
+_RESAVE = (
+    "If you trust where it came from, load it yourself and re-save the tensor with "
+    "trait_lab.io.vectors.save_vector(tensor, 'name.safetensors'); if it is damaged, delete it "
+    "and rerun the extraction that wrote it."
+)
 
 
 def save_vector(
     vector: torch.Tensor | np.ndarray, path: str | os.PathLike[str], **metadata: Any
 ) -> None:
-    """Write one vector (any dtype, bf16 included) to ``.safetensors``, atomically.
+    """Write one vector (any real dtype, bf16 included) to ``.safetensors``, atomically.
 
-    ``metadata`` values are stored as strings in the safetensors header.
+    ``metadata`` values are stored as strings in the safetensors header. A vector with NaN or
+    infinite entries, complex values or no entries is refused before anything is written.
     """
 
     target = Path(path)
@@ -46,11 +57,9 @@ def save_vector(
             f"save_vector writes .safetensors files, got {target.name!r}; use a name ending "
             "in .safetensors (it stores bf16 and metadata, and loads without pickle)"
         )
+    name = f"the vector to save at {str(target)!r}"
+    tensor_arg(vector, name, (1, 2), "[hidden] or [n, hidden] (a vector file holds one of those)")
     tensor = torch.as_tensor(vector).detach().to("cpu").contiguous()
-    if tensor.dim() not in (1, 2):
-        raise ValueError(
-            f"a vector file holds [hidden] or [n, hidden], got shape {tuple(tensor.shape)}"
-        )
     meta = {str(k): str(v) for k, v in metadata.items()}
     atomic_write(target, lambda tmp: save_file({_KEY: tensor}, str(tmp), metadata=meta))
 
@@ -63,8 +72,9 @@ def load_vector(
     Raises:
         FileNotFoundError: no such file.
         ValueError: an unsupported suffix, a file holding several tensors under unknown keys,
-            or a file that needs pickle (which could run code) — re-save it with
-            ``save_vector`` from a trusted session.
+            a damaged file (truncated, or not the format its suffix says), or a file that
+            needs pickle (which could run code) — re-save it with ``save_vector`` from a
+            trusted session.
     """
     source = Path(path)
     if not source.is_file():
@@ -72,7 +82,7 @@ def load_vector(
     suffix = source.suffix
     meta: dict[str, str] = {}
     if suffix == ".safetensors":
-        with safe_open(str(source), framework="pt") as handle:
+        with safetensors_errors(source, _REMAKE), safe_open(str(source), framework="pt") as handle:
             keys = list(handle.keys())
             meta = dict(handle.metadata() or {})
             key = _KEY if _KEY in keys else (keys[0] if len(keys) == 1 else None)
@@ -83,15 +93,9 @@ def load_vector(
                 )
             tensor = handle.get_tensor(key)
     elif suffix == ".npy":
-        try:
-            tensor = torch.from_numpy(np.load(source, allow_pickle=False))
-        except ValueError as exc:
-            raise ValueError(_pickle_refused(source)) from exc
+        tensor = torch.from_numpy(load_npy(source, _RESAVE))
     elif suffix in (".pt", ".pth"):
-        try:
-            loaded = torch.load(source, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ValueError(_pickle_refused(source)) from exc
+        loaded = load_torch(source, _RESAVE)
         if isinstance(loaded, dict) and len(loaded) == 1:
             loaded = next(iter(loaded.values()))
         if not isinstance(loaded, torch.Tensor):
@@ -105,11 +109,3 @@ def load_vector(
             f"unsupported vector file {source.name!r}; allowed suffixes: {', '.join(SUFFIXES)}"
         )
     return (tensor, meta) if with_metadata else tensor
-
-
-def _pickle_refused(source: Path) -> str:
-    return (
-        f"{source} needs pickle to load, which can run arbitrary code, so it was refused. "
-        "If you trust it, load it yourself and re-save the tensor with "
-        "trait_lab.io.vectors.save_vector(tensor, 'name.safetensors')."
-    )

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import trait_lab.models.cache as model_cache
+from trait_lab.core.records import invalid
 from trait_lab.models.cache import ChecksumError, ModelNotFoundError, cache_root
 
 if TYPE_CHECKING:
@@ -129,15 +130,20 @@ def load_model(
         ``(model, tokenizer)``.
 
     Raises:
-        ModelNotFoundError: no such file or folder, an incomplete folder, or a hub id that
-            cannot be fetched; the message says what was tried and how to get the model.
+        ModelNotFoundError: no such file or folder, an incomplete folder or damaged weights,
+            or a hub id that cannot be fetched; the message says what was tried and how to get
+            the model.
         ChecksumError: the default model's GGUF is not the expected file.
-        ValueError: a bad ``dtype``/``device``, or both ``device`` and ``device_map``.
+        TypeError: ``name_or_path`` is not a str, an ``os.PathLike`` or None.
+        ValueError: an empty ``name_or_path``, a bad ``dtype``/``device``, or both ``device``
+            and ``device_map``.
 
     Example:
         >>> model, tok = load_model(dtype="bfloat16")  # doctest: +SKIP
         >>> batch = tok(["Hi", "Hello there"], return_tensors="pt", padding=True)  # doctest: +SKIP
     """
+    if name_or_path is not None:
+        _check_model_ref(name_or_path)
     if device is not None and device_map is not None:
         raise ValueError(
             f"pass device={device!r} or device_map={device_map!r}, not both: device moves the "
@@ -159,6 +165,23 @@ def load_model(
 
 
 # ----------------------------------------------------------------------------- argument checks
+
+
+def _check_model_ref(value: object) -> None:
+    """Refuse a ``name_or_path`` that is not text or a path, or is empty (the working folder)."""
+    allowed = (
+        "a Hugging Face model id ('org/name'), the path of a local model folder or of a .gguf "
+        f"file (a str or os.PathLike), or None for the default model ({DEFAULT_MODEL})"
+    )
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise TypeError(
+            f"load_model.name_or_path={value!r} (a {type(value).__name__}) is invalid: expected "
+            f"{allowed}. Pass the id or path as a str, or call load_model() for the default."
+        )
+    if not text.strip():
+        fix = "Call load_model() (or pass None) for the default model, or pass a real id or path."
+        raise invalid("load_model", "name_or_path", value, allowed, fix)
 
 
 def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
@@ -258,6 +281,14 @@ def _load_named(
         _check_folder(path)
         try:
             return _from_pretrained(path, dtype, device_map, True)
+        except SafetensorError as exc:
+            bad = ", ".join(_unreadable_weights(path)) or "a weights file"
+            raise ModelNotFoundError(
+                f"could not load the model folder {path}: {bad} is not a readable safetensors "
+                f"file ({exc}); it is truncated or corrupt (an interrupted copy or download?). "
+                "Copy or download the folder again, or re-write it with "
+                "model.save_pretrained(folder)."
+            ) from exc
         except OSError as exc:
             raise ModelNotFoundError(
                 f"could not load the model folder {path}: {exc}. A folder needs config.json, "
@@ -286,6 +317,18 @@ def _check_folder(path: Path) -> None:
             f"folder {path} has config.json but no weights (looked for "
             f"{', '.join(_WEIGHT_FILES)}); copy the weight files next to config.json."
         )
+
+
+def _unreadable_weights(folder: Path) -> list[str]:
+    """The ``.safetensors`` files of ``folder`` whose header cannot be read."""
+    bad = []
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except SafetensorError:
+            bad.append(file.name)
+    return bad
 
 
 def _load_hub(

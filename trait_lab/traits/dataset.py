@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -197,7 +198,7 @@ def trait_path(name_or_path: str | Path) -> Path:
         >>> trait_path("humour").name
         'humour'
     """
-    text = str(name_or_path)
+    text = _checked_name(name_or_path)
     if isinstance(name_or_path, str) and "/" not in text and "\\" not in text:
         builtin = builtin_traits_dir() / text
         if (builtin / META_FILE).is_file():
@@ -213,13 +214,14 @@ def trait_path(name_or_path: str | Path) -> Path:
 def validate_trait(path: str | Path) -> list[Problem]:
     """Every problem in a trait folder (errors and warnings), with file and line; [] if clean.
 
-    Never stops at the first problem: a bad line is reported and the next one is read.
+    Never stops at the first problem: a bad line is reported and the next one is read. Only
+    an argument that names no folder at all (``""``, ``None``) raises.
 
     Example:
         >>> validate_trait(trait_path("sycophancy"))
         []
     """
-    return read_trait_folder(Path(path))[1]
+    return read_trait_folder(Path(_checked_name(path)))[1]
 
 
 def load_trait(name_or_path: str | Path) -> TraitDataset:
@@ -234,6 +236,7 @@ def load_trait(name_or_path: str | Path) -> TraitDataset:
         ('formality', 'prefix')
     """
     path = trait_path(name_or_path)
+    _check_trait_folder(path)
     data, problems = read_trait_folder(path)
     if any(p.severity == "error" for p in problems):
         raise TraitFormatError(path, problems)
@@ -247,3 +250,39 @@ def load_trait(name_or_path: str | Path) -> TraitDataset:
 def _check_pole(pole: str) -> None:
     if pole not in POLES:
         raise ValueError(f"pole must be 'positive' or 'negative', got {pole!r}")
+
+
+def _starters() -> str:
+    return f"built-in traits: {', '.join(list_traits()) or '(none)'}"
+
+
+def _checked_name(name_or_path: object) -> str:
+    """``name_or_path`` as text; a non-path or an empty name (the working folder) is refused."""
+    text = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise TypeError(
+            f"a trait is a built-in name or the path of a trait folder, got {name_or_path!r} "
+            f"(a {type(name_or_path).__name__}); {_starters()}"
+        )
+    if not text.strip():
+        raise ValueError(
+            f"empty trait name {text!r} would read the working folder; pass a built-in trait "
+            f"name ({_starters()}) or the path of a trait folder"
+        )
+    return text
+
+
+def _check_trait_folder(path: Path) -> None:
+    """Refuse a path that is no trait folder at all (nothing to validate), listing the starters."""
+    files = (META_FILE, PAIRS_FILE, STEERING_FILE)
+    if path.is_dir() and any((path / f).exists() for f in files):
+        return
+    what = "a file" if path.exists() else "does not exist"
+    if path.is_dir():
+        what = f"a folder without {', '.join(files)}"
+    error = ValueError if path.exists() else FileNotFoundError
+    raise error(
+        f"{str(path)!r} is not a trait folder ({what}); pass a built-in trait name "
+        f"({_starters()}) or the path of a folder holding {', '.join(files)} "
+        "(the format is in docs/traits.md)"
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trait_lab.prompts.positions import Position
+from trait_lab.prompts.prompt_sets import read_utf8
 
 KINDS: tuple[str, ...] = ("system_prompt", "prefix")
 POLES: tuple[str, ...] = ("positive", "negative")
@@ -107,9 +108,16 @@ class _Reader:
             return value
         return None
 
+    def read(self, file: Path) -> str:
+        """The text of ``file``; bytes that are not UTF-8 are reported and read as U+FFFD."""
+        text, bad = read_utf8(file)
+        if bad is not None:
+            self.add(file, *bad)
+        return text
+
     def jsonl(self, file: Path) -> list[tuple[int, dict]]:
         rows = []
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = self.read(file).splitlines()
         if not any(raw.strip() for raw in lines):
             self.add(file, None, "empty file")
         for number, raw in enumerate(lines, start=1):
@@ -120,6 +128,9 @@ class _Reader:
                 obj = json.loads(raw)
             except json.JSONDecodeError as exc:
                 self.add(file, number, f"bad JSON: {exc.msg} at column {exc.colno}")
+                continue
+            except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+                self.add(file, number, f"bad JSON: {exc}")
                 continue
             if isinstance(obj, dict):
                 rows.append((number, obj))
@@ -153,11 +164,14 @@ def _read_meta(rd: _Reader, file: Path) -> dict[str, Any]:
     if not file.is_file():
         rd.add(file, None, f"missing file; every trait needs {META_FILE} (see docs/traits.md)")
         return {}
-    text = file.read_text(encoding="utf-8")
+    text = rd.read(file)
     try:
         obj = json.loads(text) if text.strip() else None
     except json.JSONDecodeError as exc:
         rd.add(file, exc.lineno, f"bad JSON: {exc.msg} at column {exc.colno}")
+        return {}
+    except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+        rd.add(file, None, f"bad JSON: {exc}")
         return {}
     if not isinstance(obj, dict):
         got = "empty file" if obj is None else f"got {type(obj).__name__}"
@@ -285,7 +299,7 @@ def _read_questions(rd: _Reader, file: Path, taken: dict[str, int], label: str) 
     """One question a line; none may repeat a question of ``taken`` (line 0: steering.txt)."""
     if not file.is_file():
         return []  # only the optional report file gets here
-    lines = file.read_text(encoding="utf-8").splitlines()
+    lines = rd.read(file).splitlines()
     rows = [(i, s.strip()) for i, s in enumerate(lines, 1) if s.strip()]
     if not rows:
         rd.add(file, None, "empty file")
