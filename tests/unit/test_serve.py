@@ -62,7 +62,7 @@ def _experiment(root: Path) -> dict[tuple[str, int], torch.Tensor]:
                 }
             )
     pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
-    (folder / INPUTS).write_text(json.dumps({"position": "response[:]"}))
+    (folder / INPUTS).write_text(json.dumps({"hash": "test", "position": "response[:]"}))
     return vectors
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from trait_lab.extraction.methods import (
     METHODS,
     RFM,
+    DegenerateLayerError,
     ExtractionMethod,
     Gradient,
     MeanDiff,
@@ -18,6 +19,7 @@ from trait_lab.extraction.outputs import (
     INPUTS,
     ExtractionSummary,
     extraction_dir,
+    read_inputs,
     vector_path,
 )
 from trait_lab.extraction.pipeline import (
@@ -41,6 +43,7 @@ __all__ = [
     "METHODS",
     "METRICS_LOG",
     "RFM",
+    "DegenerateLayerError",
     "ExtractionMethod",
     "ExtractionPlan",
     "ExtractionSettings",
@@ -55,6 +58,7 @@ __all__ = [
     "get_method",
     "ledoit_wolf_shrinkage",
     "plan_extraction",
+    "read_inputs",
     "rfm_direction",
     "run_extraction",
     "vector_path",

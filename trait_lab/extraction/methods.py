@@ -4,7 +4,10 @@
 gives a :class:`MethodResult`. Every method upcasts to float32 first (float16 and bfloat16
 storage is common), validates its inputs with messages that say what to fix, and returns a
 float32 CPU unit vector oriented so positives project higher than negatives — except
-``random_baseline``, a seeded random direction that should score near chance.
+``random_baseline``, a seeded random direction that should score near chance. Two poles with
+identical activations (the same rows, e.g. at a token both poles share before they differ)
+raise :class:`DegenerateLayerError` from every method, as does a method that finds no
+direction (a zero vector); sweeps over layers record such a layer and go on.
 
 ========================  ====================================================================
 ``mean_diff``             mean(pos) − mean(neg).
@@ -39,6 +42,23 @@ from sklearn.linear_model import LogisticRegression
 from trait_lab.extraction.rfm import rfm_direction
 
 METHODS: tuple[str, ...] = ("mean_diff", "probe", "gradient", "random_baseline", "rfm")
+
+
+class DegenerateLayerError(ValueError):
+    """No direction separates the poles here (identical activations, or a zero vector).
+
+    Raised by every method's ``extract``; the message names the cause and the fix (another
+    layer or position). Sweeps over layers catch it and record the layer as degenerate.
+
+    Example:
+        >>> import torch
+        >>> acts = torch.ones(4, 3)
+        >>> try:
+        ...     get_method("probe").extract(acts, acts)
+        ... except DegenerateLayerError as exc:
+        ...     print(str(exc)[:37])
+        the positive and negative activations
+    """
 
 
 _FIELD_KEYS: tuple[str, ...] = ("vector", "method")  # the keys before the diagnostics
@@ -125,9 +145,36 @@ def _as_float32(acts: Any, label: str) -> torch.Tensor:
 
 def _unit(vec: torch.Tensor, what: str) -> torch.Tensor:
     norm = float(vec.norm())
-    if not np.isfinite(norm) or norm == 0.0:
+    if norm == 0.0:
+        raise DegenerateLayerError(
+            f"{what} has norm 0.0: it finds no direction that separates the positive from the "
+            "negative activations at this layer. Use another layer or position (or method)."
+        )
+    if not np.isfinite(norm):
         raise ValueError(f"{what} has norm {norm}, so it has no direction to normalise")
     return vec / norm
+
+
+def _row_shares(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``acts`` (sorted) and the share of rows each one makes up."""
+    rows, counts = torch.unique(acts, dim=0, return_counts=True)
+    return rows, counts.double() / len(acts)
+
+
+def _check_separable(pos: torch.Tensor, neg: torch.Tensor) -> None:
+    """Raise :class:`DegenerateLayerError` when both poles hold the same rows in equal shares."""
+    pos_rows, pos_share = _row_shares(pos)
+    neg_rows, neg_share = _row_shares(neg)
+    if torch.equal(pos_rows, neg_rows) and torch.equal(pos_share, neg_share):
+        what = "one and the same vector" if len(pos_rows) == 1 else "the same rows"
+        raise DegenerateLayerError(
+            f"the positive and negative activations are identical ({what}, {len(pos)} positive "
+            f"and {len(neg)} negative): mean(pos_acts) equals mean(neg_acts) exactly and no "
+            "direction separates the two poles at this layer. "
+            "This happens where the activations do not depend on the pole yet (e.g. the "
+            "embedding layer, or a token both poles share before they differ); pick another "
+            "layer or position."
+        )
 
 
 def _orient(vec: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -177,6 +224,7 @@ class ExtractionMethod:
                 f"{self.name} needs at least {self.min_per_class} sample(s) per class{why}, got "
                 f"{len(pos)} positive and {len(neg)} negative; add examples{alt}"
             )
+        _check_separable(pos, neg)
         vec, diagnostics = self._extract(pos, neg, **{**self.defaults, **options})
         vec = _unit(vec.to(torch.float32), f"the {self.name} vector")
         if self.orient:
@@ -204,9 +252,10 @@ class MeanDiff(ExtractionMethod):
         diff = pos.mean(dim=0) - neg.mean(dim=0)
         norm = float(diff.norm())
         if norm == 0.0:
-            raise ValueError(
-                "mean(pos_acts) equals mean(neg_acts) exactly, so there is no direction to "
-                "extract; check the two sets are not the same activations"
+            raise DegenerateLayerError(
+                "mean(pos_acts) equals mean(neg_acts) exactly, so there is no mean direction "
+                "at this layer; use another layer or position, or a method that looks past "
+                "the means ('probe', 'rfm')"
             )
         return diff, {"raw_norm": norm}
 

@@ -14,13 +14,20 @@ polarity, on cosine scores) and writes, under
 * ``metrics.csv``, ``metadata.json`` (``ActivationMetadata``) — written at the end.
 
 Paths come from :mod:`trait_lab.core.paths`. Every file is written atomically and the metrics
-log is append-only; a :class:`~trait_lab.core.runs.ResumableRun` skips every vector whose
-metrics row is logged and whose file loads, so a killed run resumes where it stopped, a
-damaged file is recomputed (with a logged warning), and re-running with the same inputs does
-nothing. The steps: :func:`~trait_lab.extraction.plan.plan_extraction` checks the settings,
-``_claim`` checks ``inputs.json`` against them, ``_activations`` captures (or reloads) each
-component, ``_extract_one`` computes, scores and saves one vector, ``_finish`` writes the
-tables.
+log is append-only. Nothing is written until the settings are checked against the model and
+the first component's activations are captured (so a bad layer, component or position leaves
+the folder as it was), and one run at a time holds the folder's lock (``.extraction.lock``; a
+second run waits, saying for whom, then reuses the first one's results). A
+:class:`~trait_lab.core.runs.ResumableRun` skips every vector whose metrics row is logged and
+whose file is verified (it loads, is a finite unit ``[hidden]`` vector, and has the sha256 its
+row records), so a killed run resumes where it stopped, a damaged file is recomputed (with a
+logged warning and a note in the summary), and re-running with the same inputs does nothing.
+A layer where a method finds no direction (:class:`DegenerateLayerError`, e.g. both poles'
+activations identical) is logged as degenerate and skipped, not fatal. The steps:
+:func:`~trait_lab.extraction.plan.plan_extraction` checks the settings, ``claim_folder`` checks
+``inputs.json`` against them, ``_activations`` captures (or reloads) each component,
+``commit_folder`` claims the folder, ``_extract_one`` computes, scores and saves one vector,
+``_finish`` writes the tables.
 
 Example:
     >>> summary = run_extraction("default", "optimism", methods=["mean_diff"])  # doctest: +SKIP
@@ -29,9 +36,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,18 +52,35 @@ from tqdm.auto import tqdm
 from trait_lab.activations.capture import capture_at_position
 from trait_lab.core.atomic import atomic_write, atomic_write_json, atomic_write_text
 from trait_lab.core.experiments import load_experiment_config
-from trait_lab.core.jsonl import append_jsonl, read_jsonl
-from trait_lab.core.paths import activations_dir, activations_path, metadata_path, vectors_dir
+from trait_lab.core.jsonl import append_jsonl
+from trait_lab.core.locks import hold_lock
+from trait_lab.core.paths import activations_path, metadata_path
 from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ActivationMetadata, save_json
-from trait_lab.extraction.methods import get_method
-from trait_lab.extraction.outputs import INPUTS, ExtractionSummary, extraction_dir, vector_path
+from trait_lab.extraction.methods import DegenerateLayerError, get_method
+from trait_lab.extraction.outputs import (
+    INPUTS,
+    METRIC_COLUMNS,
+    METRICS_LOG,
+    Claim,
+    ExtractionSummary,
+    Job,
+    claim_folder,
+    commit_folder,
+    extraction_dir,
+    load_activations,
+    read_inputs,
+    read_log,
+    vector_loader,
+    vector_path,
+)
 from trait_lab.extraction.plan import ExtractionPlan, ExtractionSettings, plan_extraction
 from trait_lab.generation.backends import GenerationConfig, LocalBackend
-from trait_lab.io.vectors import load_vector, save_vector
+from trait_lab.io.vectors import save_vector
 from trait_lab.math.linalg import batch_cosine_similarity
 from trait_lab.math.metrics import accuracy, effect_size, polarity_correct
 from trait_lab.models.loading import load_model
+from trait_lab.models.manifest import sha256_file
 from trait_lab.traits.dataset import TraitDataset, load_trait
 from trait_lab.traits.format import Pole
 
@@ -64,57 +88,69 @@ __all__ = ["METRICS_LOG", "ExtractionSettings", "extract_trait", "run_extraction
 
 logger = logging.getLogger("trait_lab.extraction.pipeline")
 
-METRICS_LOG = "metrics.jsonl"
+LOCK = ".extraction.lock"
 _FP16_MAX = 60000.0
 #: what loading a damaged output raises: the unit is recomputed
 _UNUSABLE = (OSError, ValueError, SafetensorError)
 
-_Job = tuple[str, str, int]  # (component, method, layer)
+_Acts = tuple[torch.Tensor, torch.Tensor]
 _Capture = Callable[[Pole, str], torch.Tensor]
 _POLES: tuple[Pole, Pole] = ("positive", "negative")
-
-
-def _read_log(path: Path) -> dict[_Job, dict[str, Any]]:
-    return {(r["component"], r["method"], int(r["layer"])): r for r in read_jsonl(path)}
 
 
 def _storage(t: torch.Tensor) -> torch.Tensor:
     return t.half() if float(t.abs().max()) < _FP16_MAX else t.float()
 
 
+def _noting(notes: list[str], load: Callable[[Path], Any]) -> Callable[[Path], Any]:
+    """``load``, noting in ``notes`` each file it finds unusable (the run recomputes it)."""
+
+    def checked(path: Path) -> Any:
+        try:
+            return load(path)
+        except _UNUSABLE as exc:
+            notes.append(f"recomputed {path}: {exc}")
+            raise
+
+    return checked
+
+
 def _activations(
-    out: Path, plan: ExtractionPlan, component: str, capture: _Capture, run: ResumableRun
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``pos``/``neg`` ``[pairs, layers, hidden]`` of one component: reloaded, or captured."""
-    shape = (len(plan.dataset.pairs), len(plan.layers))
+    out: Path,
+    plan: ExtractionPlan,
+    component: str,
+    capture: _Capture,
+    run: ResumableRun | None,
+    notes: list[str],
+) -> tuple[_Acts, bool]:
+    """``pos``/``neg`` ``[pairs, layers, hidden]`` of one component and whether it was captured.
 
-    def load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        stored = load_file(str(path))
-        pos, neg = stored.get("pos"), stored.get("neg")
-        if pos is None or neg is None or pos.shape[:2] != shape or neg.shape != pos.shape:
-            raise ValueError(
-                f"{path} does not hold pos/neg activations of {shape[0]} pairs x {shape[1]} layers"
-            )
-        return pos, neg
-
+    Reloaded (when ``run`` is given) only if the file holds finite fp16/fp32 activations of
+    the plan's shape; otherwise captured, and not yet written (the caller writes it).
+    """
+    shape = (len(plan.dataset.pairs), len(plan.layers), int(plan.model_id["hidden"]))
+    load = functools.partial(load_activations, shape=shape)
     path = activations_path(out, component)
-    stored = run.load(path, load)
+    stored = None if run is None else run.load(path, _noting(notes, load))
     if stored is not None:
-        return stored
+        return stored, False
     pos = _storage(capture("positive", component))
     neg = _storage(capture("negative", component))
-    atomic_write(path, lambda tmp: save_file({"pos": pos, "neg": neg}, str(tmp)))
-    return pos, neg
+    return (pos, neg), True
+
+
+def _save_activations(path: Path, acts: _Acts) -> None:
+    atomic_write(path, lambda tmp: save_file({"pos": acts[0], "neg": acts[1]}, str(tmp)))
 
 
 def _generated(
-    out: Path, model: Any, tokenizer: Any, plan: ExtractionPlan, run: ResumableRun
-) -> dict[Pole, list[str]] | None:
-    """Responses generated under each pole's system prompt, cached in ``responses.json``."""
+    out: Path, model: Any, tokenizer: Any, plan: ExtractionPlan, run: ResumableRun | None
+) -> tuple[dict[Pole, list[str]] | None, bool]:
+    """Responses generated under each pole's system prompt (cached in ``responses.json``
+    when ``run`` is given), and whether they were generated now (the caller saves them)."""
     settings, dataset = plan.settings, plan.dataset
     if not settings.generate_responses:
-        return None
-    path = out / "responses.json"
+        return None, False
 
     def load(p: Path) -> dict[Pole, list[str]]:
         cached = json.loads(p.read_text())
@@ -122,9 +158,9 @@ def _generated(
             raise ValueError(f"{p} does not hold {len(dataset.pairs)} responses per pole")
         return cached
 
-    cached = run.load(path, load)
+    cached = None if run is None else run.load(out / "responses.json", load)
     if cached is not None:
-        return cached
+        return cached, False
     backend = LocalBackend.from_model(model, tokenizer)
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
@@ -137,8 +173,7 @@ def _generated(
                 f"the model gave empty {pole} responses for pairs {empty[:5]}; raise "
                 "max_new_tokens, or extract at the prompt (generate_responses=False)"
             )
-    atomic_write_json(path, responses)
-    return responses
+    return responses, True
 
 
 def _capturer(
@@ -177,13 +212,13 @@ def _score(vector: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[s
 
 
 def _extract_one(
-    out: Path,
-    plan: ExtractionPlan,
-    job: _Job,
-    acts: tuple[torch.Tensor, torch.Tensor],
-    run: ResumableRun,
+    out: Path, plan: ExtractionPlan, job: Job, acts: _Acts, run: ResumableRun
 ) -> dict[str, Any]:
-    """Extract, score and save one vector, append its metrics row, and return the row."""
+    """Extract, score and save one vector, append its metrics row, and return the row.
+
+    A :class:`DegenerateLayerError` (no direction at this layer) is logged as a row with
+    ``"degenerate"`` (its reason) and no vector file.
+    """
     component, method_name, layer = job
     li = plan.layers.index(layer)
     pos, neg = acts[0][:, li].float(), acts[1][:, li].float()
@@ -191,7 +226,16 @@ def _extract_one(
     # a different random direction per layer, so the baseline averages to chance
     seed = plan.settings.seed * 1000 + layer
     options = {"seed": seed} if method_name == "random_baseline" else {}
-    result = get_method(method_name).extract(pos[train], neg[train], **options)
+    try:
+        result = get_method(method_name).extract(pos[train], neg[train], **options)
+    except DegenerateLayerError as exc:
+        logger.warning(
+            "%s: skipping %s at layer %d (%s): %s", out, method_name, layer, component, exc
+        )
+        row = {"component": component, "method": method_name, "layer": layer}
+        row["degenerate"] = str(exc)
+        append_jsonl(out / METRICS_LOG, row)
+        return row
     scores = _score(result.vector, pos[val], neg[val])
     train_scores = _score(result.vector, pos[train], neg[train])
 
@@ -206,7 +250,7 @@ def _extract_one(
             position=plan.position,
         )
 
-    run.save(vector_path(out, *job), save)
+    path = run.save(vector_path(out, *job), save)
     row = {
         "component": component,
         "method": method_name,
@@ -218,6 +262,7 @@ def _extract_one(
         "n_train": len(train),
         "n_val": len(val),
         "diagnostics": result.diagnostics,
+        "sha256": sha256_file(path),
     }
     append_jsonl(out / METRICS_LOG, row)
     return row
@@ -232,8 +277,13 @@ def extract_trait(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    lock_timeout: float | None = None,
 ) -> ExtractionSummary:
     """Run (or resume) extraction of one trait into ``out_dir``; see the module docstring.
+
+    While another run of the same folder holds its lock, this one logs whom it waits for and
+    waits (up to ``lock_timeout`` seconds when given, then
+    :class:`~trait_lab.core.locks.LockTimeoutError`).
 
     Example:
         >>> summary = extract_trait(model, tokenizer, "optimism", "out")  # doctest: +SKIP
@@ -242,53 +292,82 @@ def extract_trait(
     dataset = trait if isinstance(trait, TraitDataset) else load_trait(trait)
     plan = plan_extraction(model, dataset, settings or ExtractionSettings())
     out = Path(out_dir)
-    _claim(out, plan, overwrite)
-    run = ResumableRun(f"extraction of {dataset.name}", errors=_UNUSABLE)
-    capture = _capturer(model, tokenizer, plan, _generated(out, model, tokenizer, plan, run))
-    rows = _read_log(out / METRICS_LOG)
-    # a vector is done when its metrics row is logged AND its file loads
-    todo = run.pending(
-        plan.jobs, lambda job: job in rows and run.done(vector_path(out, *job), load_vector)
-    )
-    desc = f"extracting {dataset.name}"
-    with tqdm(total=len(plan.jobs), initial=run.skipped, desc=desc, disable=not progress) as bar:
+    hashes = (plan.inputs()["hash"], plan.legacy_hash)
+    claim_folder(out, hashes, overwrite)  # refuse others' outputs before taking the lock
+    with hold_lock(out / LOCK, f"run of this extraction ({dataset.name})", lock_timeout):
+        claim = claim_folder(out, hashes, overwrite)
+        return _extract(out, model, tokenizer, plan, claim, progress)
+
+
+def _extract(
+    out: Path, model: Any, tokenizer: Any, plan: ExtractionPlan, claim: Claim, progress: bool
+) -> ExtractionSummary:
+    """The run itself, under the folder's lock; ``claim`` says what ``out`` holds now."""
+    name = plan.dataset.name
+    notes: list[str] = []
+    run = ResumableRun(f"extraction of {name}", errors=_UNUSABLE)
+    resume = run if claim == "resume" else None
+    generated, new_responses = _generated(out, model, tokenizer, plan, resume)
+    capture = _capturer(model, tokenizer, plan, generated)
+    rows = read_log(out) if resume else {}
+    hidden = int(plan.model_id["hidden"])
+
+    def done(job: Job) -> bool:  # logged AND (degenerate, or its file verifies)
+        row = rows.get(job)
+        if row is None:
+            return False
+        path = vector_path(out, *job)
+        return "degenerate" in row or run.done(path, _noting(notes, vector_loader(hidden, row)))
+
+    todo = run.pending(plan.jobs, done) if resume else plan.jobs
+    claimed = resume is not None
+    with tqdm(
+        total=len(plan.jobs), initial=run.skipped, desc=f"extracting {name}", disable=not progress
+    ) as bar:
         for component in plan.settings.components:
-            acts = _activations(out, plan, component, capture, run)
+            acts, captured = _activations(out, plan, component, capture, resume, notes)
+            if not claimed:  # the first capture succeeded: every setting works on this model
+                commit_folder(out, plan.inputs(), claim)
+                claimed = True
+            if new_responses:
+                atomic_write_json(out / "responses.json", generated)
+                new_responses = False
+            if captured:
+                _save_activations(activations_path(out, component), acts)
             for job in (job for job in todo if job[0] == component):
                 rows[job] = _extract_one(out, plan, job, acts, run)
                 bar.update()
-    return _finish(out, model, plan, rows, run)
-
-
-def _claim(out: Path, plan: ExtractionPlan, overwrite: bool) -> None:
-    """Make ``out`` hold this plan's outputs: refuse (or, with ``overwrite``, clear) others."""
-    inputs = plan.inputs()
-    path = out / INPUTS
-    if path.exists():
-        previous = json.loads(path.read_text()).get("hash")
-        if previous != inputs["hash"] and not overwrite:
-            raise ValueError(
-                f"{out} holds outputs made from different inputs (trait data, settings or "
-                "model changed). Pass overwrite=True (--overwrite on the command line) to "
-                "replace them, or choose another experiment/variant folder."
-            )
-        if previous != inputs["hash"]:
-            for folder in (activations_dir(out), vectors_dir(out)):
-                shutil.rmtree(folder, ignore_errors=True)
-            for name in (METRICS_LOG, "metrics.csv"):
-                (out / name).unlink(missing_ok=True)
-            metadata_path(out).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, inputs)
+    return _finish(out, model, plan, rows, run, notes)
 
 
 def _finish(
-    out: Path, model: Any, plan: ExtractionPlan, rows: dict[_Job, dict[str, Any]], run: ResumableRun
+    out: Path,
+    model: Any,
+    plan: ExtractionPlan,
+    rows: dict[Job, dict[str, Any]],
+    run: ResumableRun,
+    notes: list[str],
 ) -> ExtractionSummary:
     """Write ``metrics.csv`` and ``metadata.json``; the summary of the run."""
+    inputs = plan.inputs()
+    if (read_inputs(out) or {}).get("hash") != inputs["hash"]:  # written by an older trait_lab
+        atomic_write_json(out / INPUTS, inputs)
     done = [rows[job] for job in plan.jobs]
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "diagnostics"} for r in done])
+    degenerate = {
+        job: str(rows[job]["degenerate"]) for job in plan.jobs if "degenerate" in rows[job]
+    }
+    table = pd.DataFrame([r for r in done if "degenerate" not in r], columns=list(METRIC_COLUMNS))
     atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
+    for (component, method, layer), reason in degenerate.items():
+        notes.append(f"{method} at layer {layer} ({component}) skipped as degenerate: {reason}")
+    if degenerate:
+        logger.warning(
+            "%s: %d of %d vectors skipped as degenerate (no direction at that layer): %s",
+            out,
+            len(degenerate),
+            len(plan.jobs),
+            ", ".join(f"{m}@{layer}" for _, m, layer in degenerate),
+        )
     stored = load_file(str(activations_path(out, plan.settings.components[0])))
     both = torch.cat([stored["pos"], stored["neg"]]).float()
     norms = {layer: float(both[:, i].norm(dim=-1).mean()) for i, layer in enumerate(plan.layers)}
@@ -304,7 +383,9 @@ def _finish(
         dtype=str(stored["pos"].dtype).replace("torch.", ""),
     )
     save_json(meta, metadata_path(out))
-    return ExtractionSummary(out, table, computed=run.computed, skipped=run.skipped)
+    return ExtractionSummary(
+        out, table, computed=run.computed, skipped=run.skipped, notes=notes, degenerate=degenerate
+    )
 
 
 def run_extraction(
@@ -322,24 +403,20 @@ def run_extraction(
     """Extract a trait for an experiment's model variant into its extraction folder.
 
     ``model``/``tokenizer`` may be passed when already loaded (they must be the variant's).
-    Keyword ``settings`` are ``ExtractionSettings`` fields (lists are accepted).
+    Keyword ``settings`` are ``ExtractionSettings`` fields (lists are accepted). Every name
+    and setting is checked before the model is loaded.
     """
 
     config = load_experiment_config(experiment, root)
     chosen = config.variant(variant)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model(chosen.model)
     fields: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
     }
+    checked = ExtractionSettings(**fields)
     dataset = load_trait(trait)
     out = extraction_dir(experiment, dataset.name, chosen.name, root)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(chosen.model)
     return extract_trait(
-        model,
-        tokenizer,
-        dataset,
-        out,
-        ExtractionSettings(**fields),
-        overwrite=overwrite,
-        progress=progress,
+        model, tokenizer, dataset, out, checked, overwrite=overwrite, progress=progress
     )

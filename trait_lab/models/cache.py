@@ -9,7 +9,8 @@ Private module; the public surface is :mod:`trait_lab.models.loading`. Layout of
                                  One copy per transformers major.minor: files one release writes
                                  need not load in another (5.x tokenizer files fail in 4.57), and
                                  two environments sharing the cache must not re-convert in turn.
-    locks/<slug>.lock            held (flock) while one process converts that model
+    locks/<slug>.lock            held (:func:`trait_lab.core.locks.hold_lock`) while one process
+                                 converts that model
 
 A converted folder is built in a unique ``models/.tmp-*`` sibling and renamed into place, so a
 reader never sees a half-written folder, and two processes converting at once cannot corrupt
@@ -35,15 +36,15 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import transformers
-from filelock import FileLock, Timeout
 
 from trait_lab.core.atomic import atomic_write
+from trait_lab.core.locks import hold_lock
 from trait_lab.models.conversion import convert_gguf
 from trait_lab.models.manifest import (
     MANIFEST,
@@ -137,23 +138,6 @@ def default_slug() -> str:
 # ----------------------------------------------------------------------------- conversion
 
 
-@contextlib.contextmanager
-def _locked(root: Path, slug: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``<root>/locks/<slug>.lock`` (filelock: works on every OS)."""
-    lock_dir = root / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(lock_dir / f"{slug}.lock")
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        logger.info("another process is converting %s; waiting for it", slug)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def _remove_stale(models_dir: Path) -> None:
     now = time.time()
     for path in models_dir.glob(".*-*"):
@@ -218,7 +202,7 @@ def ensure_converted(
     if not force and cache_problem(final, source_sha256) is None:
         logger.debug("using cached model %s", final)
         return final
-    with _locked(root, final.name):
+    with hold_lock(root / "locks" / f"{final.name}.lock", f"conversion of {final.name}"):
         problem = cache_problem(final, source_sha256)  # another process may have finished
         if problem is None and not force:
             return final

@@ -2,7 +2,9 @@
 
 Private; used by :mod:`trait_lab.models.cache`. ``write_manifest`` hashes a finished folder and
 writes ``manifest.json`` atomically as the last file, so its presence marks a complete copy;
-``cache_problem`` re-checks a folder against it (missing, truncated or corrupt files).
+``cache_problem`` re-checks a folder against it (missing, truncated or corrupt files);
+``model_fingerprint`` names a model folder by its content (the manifest's hashes), not by where
+it lives, so a moved cache keeps its outputs' fingerprints.
 
 Example:
     >>> cache_problem(Path("/nonexistent"))
@@ -110,3 +112,34 @@ def cache_problem(folder: Path, source_sha256: str | None = None) -> str | None:
         if actual != entry["sha256"]:
             return f"{name} has sha256 {actual}, expected {entry['sha256']}"
     return None
+
+
+def _content_digest(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def model_fingerprint(name_or_path: str | Path) -> str | None:
+    """sha256 of a model folder's content, or ``None`` when ``name_or_path`` is not a folder.
+
+    A converted folder's manifest already holds every file's hash, so its fingerprint costs
+    one small read; any other folder is hashed file by file (config, tokenizer, weights; about
+    0.6 s per GB). The same files in two folders give the same fingerprint; a hub id such as
+    ``"gpt2"`` is not a folder and is its own identity (``None``).
+
+    Example:
+        >>> model_fingerprint("gpt2") is None
+        True
+    """
+    folder = Path(name_or_path) if str(name_or_path) else None
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = {name: str(entry["sha256"]) for name, entry in manifest["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        files = {
+            p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        }
+    return _content_digest(files)

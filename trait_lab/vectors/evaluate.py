@@ -39,6 +39,7 @@ from trait_lab.activations.norms import typical_norms
 from trait_lab.core.atomic import atomic_write_json
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import steering_dir
+from trait_lab.core.records import check_int
 from trait_lab.core.types import VectorResult
 from trait_lab.evaluation.batched import score_configs, steered_answers
 from trait_lab.evaluation.coherence import DEFAULT_THRESHOLD, CoherenceRule, answer_nll
@@ -317,6 +318,8 @@ def run_evaluation(
     chosen = load_experiment_config(experiment, root).variant(variant)
     dataset = load_trait(trait)
     dataset.steering_split()  # a trait without report questions fails before any work
+    candidates = check_int("run_evaluation", "candidates", candidates, minimum=1)
+    folder = steering_dir(experiment, dataset.name, chosen.name, run, root)
     if model is None or tokenizer is None:
         model, tokenizer = load_model(chosen.model)
     picked = select_vectors(
@@ -329,6 +332,5 @@ def run_evaluation(
         root=root,
         source="extraction",
     )
-    folder = steering_dir(experiment, dataset.name, chosen.name, run, root)
     names = (experiment, chosen.name, run)
     return evaluate_steering(model, tokenizer, dataset, picked, folder, names=names, **options)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -31,11 +32,12 @@ import pandas as pd
 import torch
 
 from trait_lab.extraction.methods import METHODS
-from trait_lab.extraction.outputs import extraction_dir, vector_path
+from trait_lab.extraction.outputs import extraction_dir, read_log, vector_path
 from trait_lab.io.vectors import load_vector
 from trait_lab.math.linalg import cosine_similarity, pairwise_cosine_matrix
 
 Key: TypeAlias = "tuple[str, int, str]"
+logger = logging.getLogger(__name__)
 DEFAULT_EXCLUDED = ("random_baseline",)  # a chance-level control, not a trait direction
 
 
@@ -240,6 +242,15 @@ def _available(folder: Path, component: str) -> dict[str, list[int]]:
     return found
 
 
+def _degenerate(folder: Path, component: str) -> dict[tuple[str, int], str]:
+    """``{(method, layer): reason}`` of the vectors an extraction skipped as degenerate."""
+    return {
+        (method, layer): str(row["degenerate"])
+        for (comp, method, layer), row in read_log(folder).items()
+        if comp == component and "degenerate" in row
+    }
+
+
 def _method_order(name: str) -> tuple[int, str]:
     return (METHODS.index(name) if name in METHODS else len(METHODS), name)
 
@@ -259,6 +270,9 @@ def load_vector_grid(
     found except the random baseline (in :data:`trait_lab.extraction.methods.METHODS` order). Every
     combination must exist; a missing trait, method or layer is an error that names it, what
     is there, and the ``run_extraction`` call that writes it. Vectors come back as float32.
+    A layer the extraction skipped as degenerate (no direction there, see
+    :class:`~trait_lab.extraction.methods.DegenerateLayerError`) is left out of
+    ``layers=None`` with a warning, and named with its reason when asked for explicitly.
 
     Example:
         >>> grid = load_vector_grid("default", ["optimism", "humour"], layers=[9, 15],
@@ -282,8 +296,13 @@ def load_vector_grid(
     if methods is None:
         found_methods = {m for found in available.values() for m in found}
         methods = sorted(found_methods - set(DEFAULT_EXCLUDED), key=_method_order)
+    skipped = {t: _degenerate(folder, component) for t, folder in folders.items()}
     if layers is None:
         layers = sorted({la for found in available.values() for ls in found.values() for la in ls})
+        bad = sorted({la for t in traits for m, la in skipped[t] if m in methods})
+        if bad:
+            logger.warning("leaving out layer(s) %s: skipped as degenerate by an extraction", bad)
+            layers = [la for la in layers if la not in bad]
     if not methods or not list(layers):
         raise ValueError(f"nothing to load: methods={list(methods)}, layers={list(layers)}")
     keys: list[Key] = []
@@ -303,6 +322,13 @@ def load_vector_grid(
                     "pick from those"
                 )
             missing = [la for la in layers if la not in found[method]]
+            hit = [la for la in missing if (method, la) in skipped[trait]]
+            if hit:
+                raise ValueError(
+                    f"trait {trait!r} has no {method!r} vector at layer(s) {hit}: the extraction "
+                    f"skipped them as degenerate ({skipped[trait][(method, hit[0])]}). Choose "
+                    f"other layers; it has layers {found[method]}"
+                )
             if missing:
                 raise FileNotFoundError(
                     f"trait {trait!r} has no {method!r} vector at layer(s) {missing} in "

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +29,7 @@ import torch
 from trait_lab.core.paths import extraction_dir, steering_dir, vector_path
 from trait_lab.core.types import VectorResult
 from trait_lab.evaluation.summary import read_summary
-from trait_lab.extraction.outputs import INPUTS
+from trait_lab.extraction.outputs import read_inputs
 from trait_lab.io.vectors import load_vector
 
 EXCLUDED_METHODS = ("random_baseline",)
@@ -76,7 +75,7 @@ def _candidates(folder: Path) -> tuple[pd.DataFrame, str]:
             f"no extraction metrics at {metrics}; run the extraction first "
             "(run_extraction, or `trait-lab extract --trait NAME`)"
         )
-    position = json.loads((folder / INPUTS).read_text()).get("position", "")
+    position = (read_inputs(folder) or {}).get("position", "")
     return pd.read_csv(metrics), str(position)
 
 
