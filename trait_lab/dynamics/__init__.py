@@ -26,6 +26,7 @@ from trait_lab.dynamics.cleaning import (
 from trait_lab.dynamics.inference import (
     TraitInput,
     VectorLoader,
+    check_widths,
     project_prompts,
     records_dir,
     resolve_traits,
@@ -89,6 +90,7 @@ __all__ = [
     "calibration_summary",
     "center",
     "check_clean_option",
+    "check_widths",
     "clean_norms",
     "clean_projection",
     "cleaning_dims",

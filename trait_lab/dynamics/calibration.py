@@ -13,6 +13,11 @@ per-token output on request (:mod:`trait_lab.dynamics.per_token`).
 Every calibration records where its prompts came from: ``prompt_source`` (``"neutral"``,
 ``"inference"``, a prompt set's name or ``"custom"``) and, for explicit runs, ``n_prompts``.
 
+Before anything is written, the experiment and variant names are checked as folder names
+(:func:`~trait_lab.core.paths.check_name`) and, when the experiment has a ``config.json``, the
+variant must be one of its model variants (:func:`experiment_variant`); the model is passed in,
+so an experiment without a config is allowed (its folder names only where the files go).
+
 Example:
     >>> from trait_lab.core.paths import calibration_path
     >>> calibration_path("demo", "instruct", root="/tmp/x").name
@@ -32,7 +37,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trait_lab.core.atomic import atomic_write_json
-from trait_lab.core.paths import calibration_path, research_dir
+from trait_lab.core.experiments import load_experiment_config
+from trait_lab.core.paths import calibration_path, config_path, research_dir
+from trait_lab.core.types import ModelVariant
 from trait_lab.dynamics.cleaning import dims_to_clean
 from trait_lab.dynamics.massive import (
     NEUTRAL_PROMPTS,
@@ -46,9 +53,39 @@ from trait_lab.models.architectures import hidden_size, n_layers
 from trait_lab.models.identity import model_name
 from trait_lab.prompts.prompt_sets import load_prompt_set
 
-__all__ = ["calibrate", "ensure_calibration", "passive_collector", "research_calibration"]
+__all__ = [
+    "calibrate",
+    "ensure_calibration",
+    "experiment_variant",
+    "passive_collector",
+    "research_calibration",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def experiment_variant(
+    experiment: str,
+    variant: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    required: bool = False,
+) -> ModelVariant | None:
+    """The experiment's model variant ``variant``, checked before anything is written.
+
+    Both names are checked as folder names first (``ValueError`` naming the value). With a
+    ``config.json`` the variant must be one of its variants (``ValueError`` listing them); a
+    malformed config raises. Without one: ``FileNotFoundError`` (listing the experiments) when
+    ``required`` — the caller must load the variant's model — else ``None``.
+
+    Example:
+        >>> experiment_variant("demo", "instruct", root="/nonexistent") is None
+        True
+    """
+    calibration_path(experiment, variant, root)  # check_name on both names
+    if not required and not config_path(experiment, root).is_file():
+        return None
+    return load_experiment_config(experiment, root).variant(variant)
 
 
 def _batches(tokenizer: Any, prompts: list[str], batch_size: int) -> list[dict[str, Any]]:
@@ -216,6 +253,7 @@ def ensure_calibration(
     path = calibration_path(experiment, variant, root)
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    experiment_variant(experiment, variant, root)
     if overwrite:
         logger.info("rebuilding massive-activation calibration %s (overwrite=True)", path)
     else:
@@ -231,21 +269,28 @@ def passive_collector(
     variant: str,
     root: str | os.PathLike[str] | None = None,
     max_tokens: int = 5000,
+    *,
+    inputs: str | None = None,
 ) -> AbstractContextManager[Any]:
     """Wrap the first inference run of a variant: a collector, or a no-op once calibrated.
 
     Returns a :class:`MassiveDimCollector` (resuming any saved state; its calibration records
     ``prompt_source`` ``"inference"``) when the variant has no usable ``calibration.json``, else
-    ``contextlib.nullcontext()`` so later runs skip.
+    ``contextlib.nullcontext()`` so later runs skip. ``inputs`` names the sequence of inputs the
+    caller will feed (see :class:`MassiveDimCollector`): a saved state resumes only under the
+    same name, and the caller skips the first ``collector.forwards_seen`` of them.
 
     Example:
         >>> with passive_collector(model, "demo", "instruct"):  # doctest: +SKIP
         ...     run_inference(model, prompts)
     """
     path = calibration_path(experiment, variant, root)
+    experiment_variant(experiment, variant, root)
     if _usable(path, model, "recollecting") is not None:
         return nullcontext()
-    return MassiveDimCollector(model, path, max_tokens=max_tokens, prompt_source="inference")
+    return MassiveDimCollector(
+        model, path, max_tokens=max_tokens, prompt_source="inference", inputs=inputs
+    )
 
 
 def research_calibration(
@@ -274,9 +319,10 @@ def research_calibration(
         >>> research_calibration(  # doctest: +SKIP
         ...     model, tok, "default", "instruct", "borderline", per_token=True)
     """
-    prompts = load_prompt_set(prompt_set)
+    experiment_variant(experiment, variant, root)
     name = Path(str(prompt_set)).stem
     folder = research_dir(experiment, variant, name, root)
+    prompts = load_prompt_set(prompt_set)
     path = folder / "calibration.json"
     if per_token:
         record, _ = calibrate(

@@ -8,6 +8,12 @@ writes them to ``experiments/<exp>/inference/<variant>/projections/<prompt_set>/
 (a :class:`~trait_lab.core.runs.ResumableRun`: a killed run resumes, a damaged record is
 rewritten with a logged warning).
 
+Before anything is written, :func:`run_inference` checks the names (folder names), the variant
+(one of the experiment's ``config.json`` variants; without a ``model`` the config is required
+and the variant's own model is loaded), the ``inputs.json`` it finds and every vector's width.
+A run killed while calibrating resumes the calibration where it stopped, so its records equal
+an uninterrupted run's.
+
 A trait is either ``{layer: vector}`` (one vector per layer) or a
 :class:`~trait_lab.core.types.ProjectionConfig` whose vectors all sit at one layer (residual
 only); a config's vectors are loaded by ``vector_loader(trait, spec)`` —
@@ -35,7 +41,11 @@ from trait_lab.core.atomic import atomic_write_json
 from trait_lab.core.paths import extraction_dir, record_path, records_dir, vector_path
 from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ProjectionConfig, VectorSpec
-from trait_lab.dynamics.calibration import ensure_calibration, passive_collector
+from trait_lab.dynamics.calibration import (
+    ensure_calibration,
+    experiment_variant,
+    passive_collector,
+)
 from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, MassiveDimCollector
 from trait_lab.dynamics.records import (
     Members,
@@ -43,15 +53,24 @@ from trait_lab.dynamics.records import (
     build_record,
     load_record,
 )
+from trait_lab.generation.backends import LocalBackend
 from trait_lab.generation.configs import CaptureConfig, SamplingConfig
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.hooks.capture import MultiLayerCapture
 from trait_lab.io.vectors import load_vector
-from trait_lab.models.loading import load_model
+from trait_lab.models.architectures import hidden_size
 from trait_lab.prompts.formatting import PromptLike, encode_text, format_prompt, uses_chat_template
 
-__all__ = ["TraitInput", "VectorLoader", "project_prompts", "records_dir", "run_inference"]
+__all__ = [
+    "TraitInput",
+    "VectorLoader",
+    "check_widths",
+    "project_prompts",
+    "records_dir",
+    "run_inference",
+]
 
+INPUTS_NAME = "inputs.json"
 TraitInput = ProjectionConfig | Mapping[int, torch.Tensor]
 VectorLoader = Callable[[str, VectorSpec], torch.Tensor]
 
@@ -98,6 +117,25 @@ def _resolve_config(name: str, config: ProjectionConfig, loader: VectorLoader | 
         )
     weights = config.normalized_weights
     return {layers[0]: [(w, loader(name, s)) for w, s in zip(weights, config.vectors, strict=True)]}
+
+
+def check_widths(traits: Mapping[str, Members], model: nn.Module) -> None:
+    """Refuse a vector that is not ``[hidden_size]`` of ``model`` (before any forward).
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> check_widths({"t": {1: [(1.0, torch.ones(32))]}}, tiny_model())
+    """
+    width = hidden_size(model)
+    for name, per_layer in traits.items():
+        for layer, members in per_layer.items():
+            for _, vector in members:
+                if vector.numel() != width:
+                    raise ValueError(
+                        f"trait {name!r} layer {layer}: the vector has width {vector.numel()} "
+                        f"(shape {tuple(vector.shape)}) but the model's hidden size is {width}; "
+                        f"pass vectors extracted from this model (shape [{width}])"
+                    )
 
 
 def _capture(
@@ -166,6 +204,7 @@ def project_prompts(
     if responses is not None and len(responses) != len(prompts):
         raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts; give one each")
     resolved = resolve_traits(traits, vector_loader)
+    check_widths(resolved, model)
     needed = sorted({layer for per in resolved.values() for layer in per} | set(layers or ()))
     chat = uses_chat_template(tokenizer)
     records = []
@@ -231,8 +270,14 @@ def run_inference(
     On a variant's first run the massive-dim calibration is collected passively from the
     prefill of these prompts (topped up with the neutral set); the records need its candidate
     dims, so this happens before the first record is written. Later runs reuse the file. Without
-    ``model`` the default model is loaded. ``progress`` shows bars for the calibration and the
-    records. Returns every record's path, in prompt order.
+    ``model`` the variant's model (from the experiment's ``config.json``) is loaded.
+    ``progress`` shows bars for the calibration and the records. Returns every record's path,
+    in prompt order.
+
+    Raises (before anything is written): ``ValueError`` for a name that cannot be a folder,
+    a variant missing from the experiment's ``config.json``, a corrupt ``inputs.json`` or a
+    vector whose width is not the model's hidden size; ``FileNotFoundError`` when ``model`` is
+    not given and the experiment has no ``config.json`` (the variant's model is unknown).
 
     Example:
         >>> traits = {"t": {9: v}}  # doctest: +SKIP
@@ -240,16 +285,26 @@ def run_inference(
         [PosixPath('experiments/demo/inference/instruct/projections/smoke/0.json')]
     """
     folder = records_dir(experiment, variant, prompt_set_name, root)
+    experiment_variant(experiment, variant, root)
     loader = _extraction_loader(experiment, variant, root)
-    fingerprint = _fingerprint(prompts, traits, loader, responses, max_new_tokens, layers)
-    _check_inputs(folder, fingerprint, overwrite)
+    resolved = resolve_traits(traits, loader)
+    fingerprint = _fingerprint(prompts, resolved, responses, max_new_tokens, layers)
+    previous = _previous_fingerprint(folder, fingerprint, overwrite)
     paths = [record_path(folder, i) for i in range(len(prompts))]
     run = ResumableRun(f"inference into {folder}")
-    todo = run.pending(range(len(paths)), lambda i: run.done(paths[i], load_record))
-    if not todo:
+    todo = list(range(len(paths)))
+    if previous in (None, fingerprint):  # else overwrite=True: every record is redone
+        todo = run.pending(todo, lambda i: run.done(paths[i], load_record))
+    if todo and (model is None or tokenizer is None):
+        root_name = None if root is None else os.fspath(root)
+        backend = LocalBackend.from_experiment(experiment, variant, root=root_name)
+        model, tokenizer = backend.model, backend.tokenizer
+    if todo and model is not None:
+        check_widths(resolved, model)
+    if previous != fingerprint:
+        _write_inputs(folder, fingerprint, wipe=previous is not None)
+    if not todo or model is None:
         return paths
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model()
     calibration = _calibrate_from_run(
         model, tokenizer, experiment, variant, root, [prompts[i] for i in todo], progress
     )
@@ -289,13 +344,15 @@ def _calibrate_from_run(
     record is written. On a variant's first run the passive collector therefore watches the
     prefill of this run's prompts first, topped up with the neutral prompt set until it has
     its ~5000 tokens (or the set runs out); it finalizes ``calibration.json`` and removes its
-    own hooks. Later runs find the file and skip all of this.
+    own hooks. Later runs find the file and skip all of this. A killed first run resumes: the
+    saved state names these texts (a digest) and counts the ones it has seen, which are
+    skipped, so the calibration equals an uninterrupted run's.
     """
-    collector = passive_collector(model, experiment, variant, root)
+    chat = uses_chat_template(tokenizer)
+    texts = [format_prompt(tokenizer, p) for p in [*prompts, *NEUTRAL_PROMPTS]]
+    inputs = hashlib.sha256(json.dumps([chat, texts]).encode()).hexdigest()[:16]
+    collector = passive_collector(model, experiment, variant, root, inputs=inputs)
     if isinstance(collector, MassiveDimCollector):
-        chat = uses_chat_template(tokenizer)
-        texts = [format_prompt(tokenizer, p) for p in prompts]
-        texts += [format_prompt(tokenizer, p) for p in NEUTRAL_PROMPTS]
         device = next(model.parameters()).device
         bar = tqdm(
             total=collector.max_tokens,
@@ -305,7 +362,7 @@ def _calibrate_from_run(
             disable=not progress,
         )
         with bar, collector, torch.no_grad():
-            for text in texts:
+            for text in texts[collector.forwards_seen :]:  # a resumed state counted the rest
                 if collector.done:
                     break
                 ids = encode_text(tokenizer, text, chat=chat)
@@ -316,8 +373,7 @@ def _calibrate_from_run(
 
 def _fingerprint(
     prompts: Sequence[PromptLike],
-    traits: Mapping[str, TraitInput],
-    loader: VectorLoader | None,
+    resolved: Mapping[str, Members],
     responses: Sequence[str] | None,
     max_new_tokens: int,
     layers: Sequence[int] | None,
@@ -325,7 +381,7 @@ def _fingerprint(
     digest = hashlib.sha256()
     settings = [list(map(str, prompts)), responses, max_new_tokens, sorted(layers or ())]
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for name, members in sorted(resolve_traits(traits, loader).items()):
+    for name, members in sorted(resolved.items()):
         digest.update(name.encode())
         for layer, entries in sorted(members.items()):
             digest.update(str(layer).encode())
@@ -337,17 +393,37 @@ def _fingerprint(
     return digest.hexdigest()
 
 
-def _check_inputs(folder: Path, fingerprint: str, overwrite: bool) -> None:
-    path = folder / "inputs.json"
-    if path.exists():
-        previous = json.loads(path.read_text()).get("fingerprint")
-        if previous == fingerprint:
-            return
-        if not overwrite:
-            raise ValueError(
-                f"{folder} holds records made from different prompts, traits or settings; "
-                "pass overwrite=True to replace them, or use another prompt-set name"
-            )
+def _previous_fingerprint(folder: Path, fingerprint: str, overwrite: bool) -> str | None:
+    """The fingerprint in ``folder/inputs.json`` (``None``: absent), checked against this run's.
+
+    A different one needs ``overwrite=True``; so does a corrupt file (ValueError naming it and
+    the fix), which then counts as different (``""``): its records are redone.
+    """
+    path = folder / INPUTS_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = f"not valid JSON ({exc})"
+    previous = data.get("fingerprint") if isinstance(data, dict) else None
+    if overwrite or previous == fingerprint:
+        return previous if isinstance(previous, str) else ""
+    if isinstance(previous, str):
+        raise ValueError(
+            f"{folder} holds records made from different prompts, traits or settings; "
+            "pass overwrite=True to replace them, or use another prompt-set name"
+        )
+    raise ValueError(
+        f'{path} is corrupt: expected {{"fingerprint": "<hex digest>"}}, got {data!r:.80}; '
+        f"it records what the records in {folder} were made from, so they cannot be trusted: "
+        "pass overwrite=True to delete them and rerun, or use another prompt-set name"
+    )
+
+
+def _write_inputs(folder: Path, fingerprint: str, wipe: bool) -> None:
+    """Record ``fingerprint`` in ``inputs.json``; ``wipe`` first deletes the old records."""
+    if wipe:
         for old in folder.glob("*.json"):
             old.unlink()
-    atomic_write_json(path, {"fingerprint": fingerprint})
+    atomic_write_json(folder / INPUTS_NAME, {"fingerprint": fingerprint})

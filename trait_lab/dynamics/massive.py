@@ -4,7 +4,11 @@ Some residual dimensions (Sun et al. 2024) carry values far above the layer medi
 fixed bias into every projection and norm. :class:`MassiveDimCollector` watches prefill passes
 (up to ``max_tokens`` non-padding tokens), keeps per-layer running statistics, saves them
 atomically after every counted forward (so a killed run resumes), removes its own hooks when
-full, and :meth:`~MassiveDimCollector.finalize` writes ``calibration.json``.
+full, and :meth:`~MassiveDimCollector.finalize` writes ``calibration.json``. The saved state
+counts the forwards it merged (``forwards_seen``), so a caller that feeds a fixed sequence of
+inputs skips exactly those on resume; a state saved for another model, other layers or other
+``inputs``, or one that does not load
+(:func:`~trait_lab.dynamics.calibration_files.read_state`), is ignored with a warning.
 :func:`ensure_calibration` finds or (re)builds the file for an experiment's model variant;
 :func:`calibrate` runs an explicit calibration on a prompt list (by default
 :data:`NEUTRAL_PROMPTS`), optionally with per-token values of the massive dims. A calibration
@@ -34,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from importlib import resources
@@ -47,7 +50,13 @@ from torch import nn
 
 from trait_lab.core.atomic import atomic_write_json
 from trait_lab.core.paths import calibration_path
-from trait_lab.core.schema import Schema
+from trait_lab.dynamics.calibration_files import (
+    CALIBRATION_SCHEMA,
+    STATE_SCHEMA,
+    CalibrationError,
+    load_calibration,
+    read_state,
+)
 from trait_lab.hooks.base import HookContext, register_tensor_hook
 from trait_lab.models.architectures import find_layers, get_hook_path, n_layers
 from trait_lab.models.identity import model_name
@@ -65,37 +74,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "collector_state.json"
-_LAYER_KEYS = (
-    "layer",
-    "top_dims",
-    "top_max_abs",
-    "top_mean_abs",
-    "top_ratio",
-    "median_mean_abs",
-    "mean_norm",
-)
-_KEYS = (
-    "model",
-    "hidden_size",
-    "n_layers",
-    "tokens_seen",
-    "candidate_ratio",
-    "layers",
-    "candidates",
-)
-
-
-class CalibrationError(ValueError):
-    """A calibration file that cannot be used; the message names the file and the problem."""
-
-
-CALIBRATION_SCHEMA = Schema(
-    "trait_lab.massive_calibration",
-    1,
-    remake="delete it and call ensure_calibration(...)",
-    error=CalibrationError,
-)
-"""The format of ``calibration.json``: its ``schema`` and ``schema_version`` keys come first."""
 
 NEUTRAL_PROMPTS: tuple[str, ...] = tuple(
     line.strip()
@@ -126,6 +104,9 @@ class MassiveDimCollector(HookContext):
         candidate_ratio: Candidate threshold (see the module docstring).
         prompt_source: Where the prompts come from (e.g. ``"inference"``), recorded as the
             calibration's ``prompt_source``; ``None`` records none.
+        inputs: Names the sequence of inputs the caller feeds (e.g. a digest of its texts); a
+            saved state resumes only under the same name. With a fixed sequence, skip the first
+            :attr:`forwards_seen` inputs on resume (they are already counted).
 
     Example:
         >>> import tempfile
@@ -145,6 +126,7 @@ class MassiveDimCollector(HookContext):
         top_k: int = 10,
         candidate_ratio: float = 100.0,
         prompt_source: str | None = None,
+        inputs: str | None = None,
     ) -> None:
         super().__init__(model)
         if max_tokens < 1:
@@ -154,8 +136,9 @@ class MassiveDimCollector(HookContext):
         self.out_path = Path(out_path)
         self.state_path = self.out_path.with_name(STATE_NAME)
         self.max_tokens, self.top_k, self.candidate_ratio = max_tokens, top_k, candidate_ratio
-        self.prompt_source = prompt_source
+        self.prompt_source, self.inputs = prompt_source, inputs
         self.tokens_seen = 0
+        self.forwards_seen = 0
         self.max_abs: dict[int, np.ndarray] = {}
         self.sum_abs: dict[int, np.ndarray] = {}
         self.sum_norm: dict[int, float] = {}
@@ -176,21 +159,15 @@ class MassiveDimCollector(HookContext):
         if not self.state_path.exists():
             return
         try:
-            state = json.loads(self.state_path.read_text())
-            if state.get("layers") != self.layers or state.get("model") != model_name(self.model):
-                raise ValueError("it was saved for other layers or another model")
-            stats = state["stats"]
-            self.tokens_seen = int(state["tokens_seen"])
-            for layer in self.layers:
-                entry = stats[str(layer)]
-                self.max_abs[layer] = np.asarray(entry["max_abs"], dtype=np.float64)
-                self.sum_abs[layer] = np.asarray(entry["sum_abs"], dtype=np.float64)
-                self.sum_norm[layer] = float(entry["sum_norm"])
-        except (ValueError, KeyError, TypeError) as exc:
+            state = read_state(self.state_path, model_name(self.model), self.layers, self.inputs)
+        except CalibrationError as exc:
             logger.warning(
                 "ignoring collector state %s (%s); starting from zero", self.state_path, exc
             )
-            self.tokens_seen, self.max_abs, self.sum_abs, self.sum_norm = 0, {}, {}, {}
+            return
+        self.tokens_seen, self.forwards_seen = state.tokens_seen, state.forwards_seen
+        for layer, (mx, sm, norm) in state.stats.items():
+            self.max_abs[layer], self.sum_abs[layer], self.sum_norm[layer] = mx, sm, norm
 
     def save_state(self) -> Path:
         """Write the running statistics atomically (done after every counted forward)."""
@@ -205,10 +182,12 @@ class MassiveDimCollector(HookContext):
         state = {
             "model": model_name(self.model),
             "layers": self.layers,
+            "inputs": self.inputs,
             "tokens_seen": self.tokens_seen,
+            "forwards_seen": self.forwards_seen,
             "stats": stats,
         }
-        return atomic_write_json(self.state_path, state, indent=None)
+        return atomic_write_json(self.state_path, STATE_SCHEMA.stamp(state), indent=None)
 
     def attach(self) -> MassiveDimCollector:
         """Register the hooks (a no-op once ``max_tokens`` is reached); returns ``self``."""
@@ -240,6 +219,7 @@ class MassiveDimCollector(HookContext):
     def _owner_post(self, mod: nn.Module, args: tuple, output: Any) -> None:
         if self._counting and self._take is not None:
             self.tokens_seen += int(self._take.sum())
+            self.forwards_seen += 1
             for layer, (mx, sm, nrm) in self._pending.items():
                 if layer in self.max_abs:
                     np.maximum(self.max_abs[layer], mx, out=self.max_abs[layer])
@@ -331,57 +311,3 @@ class MassiveDimCollector(HookContext):
         self.detach()
         if exc[0] is None and self.tokens_seen and not self.finalized:
             self.finalize()
-
-
-def _fail(path: Path, problem: str) -> CalibrationError:
-    return CalibrationError(
-        f"calibration file {path} is corrupt: {problem}. Delete it or call "
-        "ensure_calibration(...) to rebuild it."
-    )
-
-
-def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate ``calibration.json``; raises :class:`CalibrationError` naming the file.
-
-    Example:
-        >>> load_calibration("/nonexistent/calibration.json")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        FileNotFoundError: no calibration file at /nonexistent/calibration.json; run ...
-    """
-    path = Path(path)
-    record = CALIBRATION_SCHEMA.read(
-        path,
-        missing=f"no calibration file at {path}; run ensure_calibration(...)",
-        corrupt=lambda problem: _fail(path, problem),
-        source=f"calibration file {path}",
-    )
-    missing = [k for k in _KEYS if k not in record]
-    if missing:
-        raise _fail(path, f"missing keys {missing}")
-    hidden = record["hidden_size"]
-    optional = ("n_prompts",) if "n_prompts" in record else ()  # explicit calibrations only
-    for key in ("hidden_size", "n_layers", "tokens_seen", *optional):
-        if not isinstance(record[key], int) or isinstance(record[key], bool) or record[key] < 0:
-            raise _fail(path, f"{key} must be a non-negative int, got {record[key]!r}")
-    if not isinstance(record.get("prompt_source", ""), str):
-        raise _fail(path, f"prompt_source must be a string, got {record['prompt_source']!r}")
-    if not isinstance(record["layers"], list) or not record["layers"]:
-        raise _fail(path, "layers must be a non-empty list")
-    for entry in record["layers"]:
-        if not isinstance(entry, dict) or any(k not in entry for k in _LAYER_KEYS):
-            raise _fail(path, f"each layer needs keys {list(_LAYER_KEYS)}")
-        n = len(entry["top_dims"])
-        if any(not isinstance(entry[k], list) or len(entry[k]) != n for k in _LAYER_KEYS[1:5]):
-            raise _fail(path, f"layer {entry['layer']}: top_* lists must have equal lengths")
-        _check_dims(path, entry["top_dims"], hidden)
-    if not isinstance(record["candidates"], list):
-        raise _fail(path, "candidates must be a list")
-    _check_dims(path, record["candidates"], hidden)
-    return record
-
-
-def _check_dims(path: Path, dims: list[Any], hidden: int) -> None:
-    for d in dims:
-        if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < hidden:
-            raise _fail(path, f"dim {d!r} is not an int in [0, {hidden})")
