@@ -32,6 +32,9 @@ from trait_lab.prompts.offsets import Span, TurnSpan
 Message = Mapping[str, str]
 PromptLike = str | Sequence[Message]
 
+#: the roles a conversation may use (what every chat template renders)
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
 
 def has_chat_template(tokenizer: Any) -> bool:
     """Whether the tokenizer carries a chat template.
@@ -69,6 +72,9 @@ def uses_chat_template(tokenizer: Any, use_chat_template: bool | None = None) ->
 def to_messages(prompt: PromptLike, system: str | None = None) -> list[dict[str, str]]:
     """A conversation as a list of ``{"role", "content"}`` dicts, with ``system`` prepended.
 
+    Roles must be one of :data:`ROLES` and contents strings; anything else is an error naming
+    the message (a template would otherwise render an unknown role, or ``None``, as text).
+
     Example:
         >>> to_messages("Hi", system="Be brief.")
         [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}]
@@ -83,7 +89,19 @@ def to_messages(prompt: PromptLike, system: str | None = None) -> list[dict[str,
                     f"message {i} of the conversation is {message!r}; each message must be a "
                     "dict with 'role' and 'content', e.g. {'role': 'user', 'content': 'Hi'}"
                 )
-            messages.append({"role": str(message["role"]), "content": str(message["content"])})
+            role, content = message["role"], message["content"]
+            if role not in ROLES:
+                raise ValueError(
+                    f"message {i} of the conversation has role {role!r}; a role must be one of "
+                    f"{', '.join(ROLES)} (tool and function messages are not supported): rename "
+                    "it, or fold its text into a user message"
+                )
+            if not isinstance(content, str):
+                raise TypeError(
+                    f"message {i} of the conversation has content {content!r} "
+                    f"({type(content).__name__}); the content must be a string of text"
+                )
+            messages.append({"role": role, "content": content})
     else:
         raise TypeError(
             f"a prompt is a string or a non-empty list of {{'role', 'content'}} messages, got "

@@ -80,6 +80,33 @@ def _start_server() -> None:
         _server_started = True
 
 
+def _export_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path`` to a figure file: a name plus one of ``FORMATS``."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError(
+            f"cannot export to {text!r}: the path is empty; pass a file name such as "
+            "'figures/figure.png' (the extension picks the format)"
+        )
+    target = Path(text)
+    if target.name in ("", "..") or (not target.suffix and target.is_dir()):
+        raise ValueError(
+            f"cannot export to {text!r}: it names a folder, not a file; add a file name, e.g. "
+            f"{str(target / 'figure.png')!r}"
+        )
+    if target.name.lower() in FORMATS:  # ".png": Path takes it for a hidden file, no extension
+        raise ValueError(
+            f"cannot export to {text!r}: the file name is only an extension; put a name "
+            f"before it, e.g. {str(target.with_name('figure' + target.name))!r}"
+        )
+    if target.suffix.lower() not in FORMATS:
+        raise ValueError(
+            f"cannot export to {text!r}: unknown extension {target.suffix!r}; use one of "
+            f"{', '.join(FORMATS)}, e.g. {str(target.with_suffix('.png'))!r}"
+        )
+    return target
+
+
 def export_figure(fig: go.Figure, path: str | os.PathLike[str], *, scale: float = 2.0) -> Path:
     """Write ``fig`` to ``path``; the extension picks the format (.png, .svg, .pdf, .html).
 
@@ -99,13 +126,8 @@ def export_figure(fig: go.Figure, path: str | os.PathLike[str], *, scale: float 
         >>> export_figure(go.Figure(go.Bar(y=[1, 2])), "bars.html")  # doctest: +SKIP
         PosixPath('bars.html')
     """
-    target = Path(path)
+    target = _export_path(path)
     suffix = target.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(
-            f"cannot export to {str(path)!r}: unknown extension {target.suffix!r}; use one of "
-            f"{', '.join(FORMATS)}"
-        )
     if not isinstance(fig, go.Figure | go.FigureWidget):
         raise TypeError(f"export_figure needs a plotly figure, got {type(fig).__name__}")
     if suffix != ".html" and find_chromium() is None:
@@ -150,9 +172,15 @@ class ExportBar(w.HBox):
 
     def save(self) -> Path | None:
         """Export now; returns the path, or ``None`` with the reason shown in the bar."""
-        path = Path(f"{self.filename.value}.{self.format.value}")
-        self.status.value = f"saving {path} …"
+        stem = self.filename.value.strip()
+        path = Path(f"{stem}.{self.format.value}")
+        self.status.value = f"saving {html.escape(str(path))} …"
         try:
+            if not stem or stem.endswith(("/", os.sep)):
+                raise ValueError(
+                    f"cannot save to {stem!r}: the file name is empty; type one in the "
+                    "'save as' box, e.g. figures/figure"
+                )
             written = export_figure(self._get_figure(), path)
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
             self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +43,11 @@ class LatestRunner:
         debounce: float = 0.15,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
-        if debounce < 0:
-            raise ValueError(f"debounce must be >= 0 seconds, got {debounce}")
+        if not isinstance(debounce, int | float) or not 0 <= debounce < math.inf:
+            raise ValueError(
+                f"debounce must be >= 0 seconds (a finite number), got {debounce!r}; pass e.g. "
+                "0.15 (NaN or inf would keep every request waiting)"
+            )
         self._job = job
         self.debounce = debounce
         self._on_error = on_error

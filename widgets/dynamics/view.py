@@ -24,15 +24,19 @@ from typing import Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
+from trait_lab.core import check_int
 from trait_lab.dynamics import (
     CLEAN_LABELS,
     CLEAN_OPTIONS,
     MODES,
     ProjectionRecord,
     check_clean_option,
+    check_widths,
     load_record,
     project_prompts,
+    resolve_traits,
 )
+from trait_lab.math import nonzero_norm, tensor_arg
 from widgets.common.export import ExportBar
 from widgets.dynamics.figures import (
     VIEWS,
@@ -60,6 +64,18 @@ def _as_record(item: Any, index: int) -> ProjectionRecord:
         f"records[{index}] is a {type(item).__name__}; pass ProjectionRecord objects or paths to "
         "record files (load_record(path) / run_inference(...) returns them)"
     )
+
+
+def _check_live(model: Any, traits: Mapping[str, Any]) -> None:
+    """Live mode's trait vectors, checked before anything is generated: real, finite,
+    non-zero and as wide as the model's hidden size."""
+    resolved = resolve_traits(traits)
+    for name, per_layer in resolved.items():
+        for layer, members in per_layer.items():
+            for _, vector in members:
+                where = f"traits[{name!r}][{layer}]"
+                nonzero_norm(tensor_arg(vector, where, None, "[hidden]"), where)
+    check_widths(resolved, model)
 
 
 def _choose(name: str, value: Any, allowed: Sequence[Any], fix: str) -> Any:
@@ -137,7 +153,9 @@ class TraitDynamics(w.VBox):
                 "(pass all four, or none to show records only)"
             )
         self._live = live if given else None
-        self._max_new_tokens = max_new_tokens
+        if self._live is not None:
+            _check_live(model, self._live["traits"])
+        self._max_new_tokens = check_int("TraitDynamics", "max_new_tokens", max_new_tokens, 1)
         if not self.records and self._live is None:
             raise ValueError(
                 "no records to show; pass TraitDynamics([record, ...]) with ProjectionRecords or "
@@ -184,6 +202,9 @@ class TraitDynamics(w.VBox):
         **kwargs: Any,
     ) -> TraitDynamics:
         """A view with a prompt box: Run projects the prompt and shows the new record.
+
+        A trait vector that is not ``[hidden size]`` of ``model``, complex, NaN or all zeros is
+        refused here, naming the trait and layer, before anything is generated.
 
         Example:
             >>> view = TraitDynamics.live(model, tok, {"t": {4: v}}, cal)  # doctest: +SKIP

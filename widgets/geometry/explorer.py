@@ -35,6 +35,7 @@ from trait_lab.math import (
     pairwise_cosine_matrix,
     pca,
     representational_similarity,
+    tensor_arg,
     trait_clusters,
 )
 from trait_lab.vectors import VectorGrid
@@ -164,6 +165,8 @@ def _as_grid(vectors: object) -> VectorGrid:
     if isinstance(vectors, VectorGrid):
         grid = vectors
     elif isinstance(vectors, Mapping):
+        for key, vector in vectors.items():  # from_mapping casts to float: complex would lose
+            tensor_arg(vector, f"vectors[{key!r}]", (1,), "[hidden]")  # its imaginary part
         grid = VectorGrid.from_mapping(vectors)
     else:
         raise TypeError(

@@ -28,6 +28,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "cap": (-1.0, 1.0),
     "ceiling": (-1.0, 1.0),
 }
+#: the max tokens slider's range
+MAX_TOKENS: tuple[int, int] = (4, 256)
 #: what a slider value means per mode, shown in its readout
 UNITS: dict[str, str] = {
     "add": "× typical norm",
@@ -107,7 +109,10 @@ def sampling_controls(max_new_tokens: int) -> SamplingControls:
         >>> sampling_controls(40).temperature.value
         0.0
     """
-    max_tokens = w.IntSlider(value=max_new_tokens, min=4, max=256, step=4, description="max tokens")
+    low, high = MAX_TOKENS
+    max_tokens = w.IntSlider(
+        value=max_new_tokens, min=low, max=high, step=4, description="max tokens"
+    )
     temperature = w.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.05, description="temperature")
     top_p = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top p")
     seed = w.IntText(value=0, description="seed", layout=w.Layout(width="160px"))

@@ -34,6 +34,12 @@ from trait_lab.prompts import load_prompt_set
 from widgets.common.export import ExportBar
 from widgets.common.runner import LatestRunner
 from widgets.common.token_stream import TokenStream
+from widgets.steering.arguments import (
+    check_arguments,
+    check_norm_layers,
+    panel_norms,
+    start_values,
+)
 from widgets.steering.controls import (
     POSITIONS,
     RANGES,
@@ -50,18 +56,6 @@ from widgets.steering.targets import (
 )
 
 
-def _check_arguments(backend: Any, mode: str, positions: str) -> None:
-    if not isinstance(backend, LocalBackend):
-        raise TypeError(
-            f"SteeringPanel needs a LocalBackend (hooks), got {type(backend).__name__}; "
-            "use LocalBackend.from_model(model, tokenizer)"
-        )
-    if mode not in PANEL_MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(PANEL_MODES)}")
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
-
-
 class SteeringPanel(w.VBox):
     """Live steering for any ``LocalBackend``.
 
@@ -73,16 +67,23 @@ class SteeringPanel(w.VBox):
             steering-validated one starts its slider at the recommended coefficient.
         prompt: the starting prompt.
         layer: default layer for bare vectors / the picker.
-        value: starting slider value(s), a fraction (``{name: value}`` or one for all).
+        value: starting slider value(s), a fraction (``{name: value}`` or one for all) in
+            the mode's slider range (``RANGES``: -1 to 1, ablate 0 to 1).
         mode: ``add``, ``ablate``, ``cap`` (floor) or ``ceiling``.
         positions: ``"response"`` (generated tokens, from the last prompt token), ``"all"``
             or ``"prompt"`` (the prompt before its last token only).
-        norms: typical residual norm per layer, one number for all layers, or ``None`` to
-            measure it on 16 neutral prompts.
+        norms: typical residual norm per layer (positive, finite; at least at the layers
+            the vectors start at), one number for all layers, or ``None`` to measure it on 16
+            neutral prompts.
         readout_offset: tokens are coloured at ``layer + readout_offset`` (what the model
             carries forward rather than what was just added); pick another in the panel.
         debounce: seconds a control must rest before generation restarts.
         autorun: start generating at once.
+
+    Raises:
+        ValueError / TypeError: an argument the panel cannot show truthfully (a NaN, zero or
+            negative norm, a complex or NaN vector, a start value outside the slider, a layer
+            the vectors do not have), named with the value, what is allowed and the fix.
     """
 
     def __init__(
@@ -101,17 +102,14 @@ class SteeringPanel(w.VBox):
         debounce: float = 0.15,
         autorun: bool = True,
     ) -> None:
-        _check_arguments(backend, mode, positions)
+        check_arguments(backend, mode, positions, max_new_tokens)
         self.backend = backend
         vectors, recommended = selected_vectors(vectors)
         self.targets = steering_targets(vectors, backend.n_layers, backend.hidden_dim, layer)
-        if isinstance(value, Mapping) and (unknown := set(value) - set(vectors)):
-            raise ValueError(
-                f"value names {sorted(unknown)}, which are not among the vectors "
-                f"{sorted(vectors)}; give a starting value per vector name"
-            )
         self.norms = self._norms(norms)
-        value = self._recommended_start(value, recommended, mode)
+        check_norm_layers(self.targets, self.norms)
+        names = [t.name for t in self.targets]
+        value = start_values(value, names, recommended, self.norms, mode)
         self.readout_offset = readout_offset
         self._baseline: tuple[tuple[Any, ...], Row] | None = None
         self._rows: dict[str, Row] = {"baseline": Row(), "steered": Row()}
@@ -200,36 +198,11 @@ class SteeringPanel(w.VBox):
         return [self.colour_trait, self.colour_layer]
 
     # ----- settings -------------------------------------------------------------------------
-    def _recommended_start(
-        self,
-        value: float | Mapping[str, float],
-        recommended: Mapping[str, tuple[int, float]],
-        mode: str,
-    ) -> float | Mapping[str, float]:
-        """Start a steering-validated vector's slider at its recommended coefficient.
-
-        The slider is a fraction of the typical norm, so the fraction is the coefficient over
-        this panel's norm at that layer — the steered text starts at exactly the recommended
-        strength. A value given for the name wins; ``add`` mode only.
-        """
-        if not recommended or mode != "add":
-            return value
-        given = value if isinstance(value, Mapping) else {}
-        start = {t.name: value for t in self.targets} if not isinstance(value, Mapping) else {}
-        start.update(given)
-        for name, (layer, coefficient) in recommended.items():
-            if name not in given and (isinstance(value, Mapping) or value == 0.0):
-                start[name] = coefficient / self.norms[layer]
-        return start
-
     def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
-        n = self.backend.n_layers
         if norms is None:
             texts = load_prompt_set("neutral")[:16]
             return typical_norms(self.backend.model, texts, tokenizer=self.backend.tokenizer)
-        if isinstance(norms, (int, float)):
-            return dict.fromkeys(range(n), float(norms))
-        return {int(k): float(v) for k, v in norms.items()}
+        return panel_norms(norms, self.backend.n_layers)
 
     def _readout_layer(self, name: str) -> int:
         target = next(t for t in self.targets if t.name == name)

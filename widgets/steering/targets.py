@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from trait_lab.activations import coefficient_for
-from trait_lab.core import VectorResult
+from trait_lab.core import VectorResult, check_float
 from trait_lab.generation import STEERING_MODES, SteeringSpec
 from trait_lab.hooks import as_vector
 from trait_lab.vectors import load_selected
@@ -52,14 +52,23 @@ class SteeringTarget:
 
 
 def _unit(vector: Any, where: str, hidden: int) -> torch.Tensor:
-    return as_vector(vector, name=where, width=hidden, direction=True)
+    return as_vector(vector, name=where, width=hidden, direction=True)  # refuses complex too
 
 
-def _layer(value: Any, where: str, n_layers: int) -> int:
+def _weight(value: Any, where: str) -> float:
+    number = value.item() if torch.is_tensor(value) and value.numel() == 1 else value
+    return check_float("SteeringPanel", where, number)
+
+
+def check_layer(value: Any, where: str, n_layers: int) -> int:
+    """``value`` as a layer index of a model with ``n_layers`` layers; ``where`` names it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where} must be a layer index (int), got {value!r}")
     if not 0 <= int(value) < n_layers:
-        raise ValueError(f"{where} is layer {value}; the model has layers 0..{n_layers - 1}")
+        raise ValueError(
+            f"{where} is layer {value}; the model has layers 0..{n_layers - 1}: pass a layer "
+            "in that range"
+        )
     return int(value)
 
 
@@ -107,27 +116,34 @@ def steering_targets(
             "vectors must be a non-empty dict {name: vector | (vector, layer) | {layer: vector} "
             "| [(vector, layer, weight), ...]}"
         )
+    if layer is not None:
+        check_layer(layer, "layer", n_layers)
     targets = []
     for name, value in vectors.items():
         where = f"vectors[{name!r}]"
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(
+                f"vectors has the name {name!r}; each name labels a slider, so it must be a "
+                "non-empty string: rename it, e.g. 'optimism'"
+            )
         if _is_vector(value):
             if layer is None:
                 raise ValueError(
                     f"{where} is a bare vector, so its layer is unknown: pass (vector, layer), "
                     "{layer: vector}, or layer= to the panel"
                 )
-            default = _layer(layer, "layer", n_layers)
+            default = check_layer(layer, "layer", n_layers)
             unit = _unit(value, where, hidden)
             every = dict.fromkeys(range(n_layers), unit)
             targets.append(SteeringTarget(name, every, default, source_layer=default))
         elif isinstance(value, tuple) and len(value) == 2:
-            default = _layer(value[1], f"{where}[1]", n_layers)
+            default = check_layer(value[1], f"{where}[1]", n_layers)
             unit = _unit(value[0], f"{where}[0]", hidden)
             every = dict.fromkeys(range(n_layers), unit)
             targets.append(SteeringTarget(name, every, default, source_layer=default))
         elif isinstance(value, Mapping) and value:
             per = {
-                _layer(k, f"{where} key", n_layers): _unit(v, f"{where}[{k}]", hidden)
+                check_layer(k, f"{where} key", n_layers): _unit(v, f"{where}[{k}]", hidden)
                 for k, v in value.items()
             }
             keys = sorted(per)
@@ -140,18 +156,35 @@ def steering_targets(
         ):
             per, weights = {}, {}
             for i, (vec, lay, weight) in enumerate(value):
-                key = _layer(lay, f"{where}[{i}] layer", n_layers)
+                key = check_layer(lay, f"{where}[{i}] layer", n_layers)
                 if key in per:
                     raise ValueError(f"{where} has two members at layer {key}; merge them")
                 per[key] = _unit(vec, f"{where}[{i}] vector", hidden)
-                weights[key] = float(weight)
+                weights[key] = _weight(weight, f"{where}[{i}] weight")
             targets.append(SteeringTarget(name, per, min(per), weights))
         else:
             raise TypeError(
                 f"{where} is a {type(value).__name__}; give a vector, (vector, layer), "
                 "{layer: vector} or [(vector, layer, weight), ...]"
             )
+    _check_default_layer(layer, vectors, targets)
     return targets
+
+
+def _check_default_layer(
+    layer: int | None, vectors: Mapping[str, Any], targets: list[SteeringTarget]
+) -> None:
+    """``layer=`` must start something: a bare vector, or a ``{layer: vector}`` that has it
+    (the others start at their middle layer)."""
+    picks = [t for t in targets if isinstance(vectors[t.name], Mapping)]
+    if layer is None or not picks or any(_is_vector(v) for v in vectors.values()):
+        return
+    if not any(layer in t.vectors for t in picks):
+        offered = {t.name: sorted(t.vectors) for t in picks}
+        raise ValueError(
+            f"layer={layer} is not among the layers of the vectors {offered}; pass one of "
+            "those as layer=, or leave layer unset to start each at its middle layer"
+        )
 
 
 def coefficients(
