@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
+from collections.abc import Callable
 
 from trait_lab.core.experiments import load_experiment_config
-from trait_lab.core.paths import experiments_root
+from trait_lab.core.paths import check_name, experiments_root
+from trait_lab.core.types import COMPONENTS
 from trait_lab.dynamics.calibration import ensure_calibration, research_calibration
 from trait_lab.dynamics.massive import NEUTRAL_PROMPTS
 from trait_lab.dynamics.per_token import PER_TOKEN_NAME
@@ -34,6 +37,8 @@ from trait_lab.models.cache import (
     installed_default_gguf,
 )
 from trait_lab.models.loading import DEFAULT_MODEL, fetch_default_model, load_model
+from trait_lab.prompts.positions import Position
+from trait_lab.prompts.prompt_sets import load_prompt_set
 from trait_lab.serve.cli import add_serve_parser
 from trait_lab.vectors.evaluate import run_evaluation
 
@@ -54,6 +59,8 @@ def _extract(args: argparse.Namespace) -> int:
         progress=True,
     )
     print(f"outputs in {summary.out_dir} ({summary.computed} computed, {summary.skipped} reused)")
+    for note in summary.notes:  # degenerate layers, damaged files that were recomputed
+        print(f"note: {note}")
     for row in summary.best_by_method().itertuples():
         print(
             f"{row.method:16s} best layer {row.layer:2d}: held-out accuracy "
@@ -111,6 +118,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             "(e.g. --prompt-set neutral, or the path of a .txt file with one prompt a line)"
         )
     variant = load_experiment_config(args.experiment).variant(args.variant)
+    if args.prompt_set is not None:
+        load_prompt_set(args.prompt_set)  # an unknown set fails before the model loads
     model, tokenizer = load_model(variant.model)
     if args.prompt_set is None:
         record = ensure_calibration(
@@ -187,36 +196,87 @@ def _model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number ``>= minimum``, refused with a usage error."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number >= {minimum}, got {text!r}; e.g. {minimum + 1}"
+            )
+        return value
+
+    return convert
+
+
+def _percent(text: str) -> float:
+    """An argparse ``type``: a finite number in [0, 100] (a coherence score)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 100):
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {text!r}; e.g. 70")
+    return value
+
+
+def _folder_name(what: str) -> Callable[[str], str]:
+    """An argparse ``type``: a name that becomes a folder (:func:`check_name`)."""
+
+    def convert(text: str) -> str:
+        try:
+            return check_name(PROG, what, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return convert
+
+
+def _position(text: str) -> str:
+    """An argparse ``type``: a position in the DSL (checked, passed on as written)."""
+    try:
+        Position.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Trait vectors for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     extract = sub.add_parser("extract", help="extract a trait's vectors for an experiment")
-    extract.add_argument("--experiment", default="default")
+    extract.add_argument("--experiment", type=_folder_name("experiment"), default="default")
     extract.add_argument("--trait", required=True, help="a starter trait name or a trait folder")
     extract.add_argument("--variant", default=None)
     extract.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    extract.add_argument("--components", nargs="+", default=["residual"])
-    extract.add_argument("--layers", nargs="+", type=int, default=None)
-    extract.add_argument("--position", default=None)
+    extract.add_argument("--components", nargs="+", default=["residual"], choices=COMPONENTS)
+    extract.add_argument("--layers", nargs="+", type=_whole(0), default=None)
+    extract.add_argument("--position", type=_position, default=None, help="e.g. 'response[:]'")
     extract.add_argument("--generate-responses", action="store_true")
     extract.add_argument("--overwrite", action="store_true")
     extract.set_defaults(run=_extract)
     evaluate = sub.add_parser(
         "evaluate", help="search steering coefficients for a trait's extracted vectors"
     )
-    evaluate.add_argument("--experiment", default="default")
+    evaluate.add_argument("--experiment", type=_folder_name("experiment"), default="default")
     evaluate.add_argument("--trait", required=True, help="a starter trait name or a trait folder")
     evaluate.add_argument("--variant", default=None)
-    evaluate.add_argument("--run", dest="run_name", default="default", help="run folder name")
-    evaluate.add_argument("--candidates", type=int, default=2, help="extracted vectors to try")
-    evaluate.add_argument("--layers", nargs="+", type=int, default=None)
+    evaluate.add_argument(
+        "--run", dest="run_name", type=_folder_name("run"), default="default", help="run folder"
+    )
+    evaluate.add_argument("--candidates", type=_whole(1), default=2, help="vectors to try")
+    evaluate.add_argument("--layers", nargs="+", type=_whole(0), default=None)
     evaluate.add_argument("--methods", nargs="+", default=None, choices=METHODS)
     evaluate.add_argument("--start", type=float, default=0.02, help="first fraction of the norm")
     evaluate.add_argument("--fractions", nargs="+", type=float, default=None, help="a grid")
-    evaluate.add_argument("--max-rounds", type=int, default=10)
-    evaluate.add_argument("--max-new-tokens", type=int, default=48)
-    evaluate.add_argument("--threshold", type=float, default=70.0, help="coherence needed")
-    evaluate.add_argument("--questions", type=int, default=None, help="use the first N only")
+    evaluate.add_argument("--max-rounds", type=_whole(1), default=10)
+    evaluate.add_argument("--max-new-tokens", type=_whole(1), default=48)
+    evaluate.add_argument("--threshold", type=_percent, default=70.0, help="coherence needed")
+    evaluate.add_argument("--questions", type=_whole(2), default=None, help="use the first N")
     evaluate.add_argument(
         "--judge-url", default=None, help="an OpenAI-compatible server (default: offline probe)"
     )
@@ -225,7 +285,7 @@ def _parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate", help="find massive dims: the variant's calibration, or a named prompt set"
     )
-    calibrate.add_argument("--experiment", default="default")
+    calibrate.add_argument("--experiment", type=_folder_name("experiment"), default="default")
     calibrate.add_argument("--variant", default=None)
     calibrate.add_argument(
         "--prompt-set", default=None, help="research mode: a built-in set name or a .txt file"

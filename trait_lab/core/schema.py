@@ -150,9 +150,11 @@ class Schema:
         file = Path(path)
         if not file.exists():
             raise FileNotFoundError(missing)
+        if file.is_dir():
+            raise corrupt("a folder, not a JSON file")
         try:
             payload = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON, not UTF-8, too deep, huge ints
             raise corrupt(f"not valid JSON ({exc})") from exc
         return self.check(payload, file if source is None else source)
 

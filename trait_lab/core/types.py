@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.paths import check_name
 from trait_lab.core.records import (
     Record,
     check_choice,
@@ -275,6 +276,7 @@ class ModelVariant(Record):
             allowed = "a folder name of letters, digits, '-', '_' and '.' (not '.' or '..')"
             fix = f"The name becomes a folder on disk; try {hint!r}."
             raise invalid("ModelVariant", "name", name, allowed, fix)
+        check_name("ModelVariant", "name", name)  # and, like every folder name: no '..', no '.x'
         check_str("ModelVariant", "model", self.model, optional=True)
         check_str("ModelVariant", "lora", self.lora, optional=True)
 

@@ -25,7 +25,8 @@ GRAMMAR = (
     "'response[:]', 'all[:]', 'response[2:10:2]', 'turn[1]:prompt[-1]'"
 )
 
-_INT = re.compile(r"-?\d+")
+_INT = re.compile(r"-?[0-9]+")  # ASCII digits only, so str(Position) gives back the text
+_MAX_DIGITS = 18  # far beyond any sequence length, and well inside int()'s digit limit
 _WORD = re.compile(r"[A-Za-z_]\w*")
 
 
@@ -144,11 +145,23 @@ class _Parser:
     def turn(self) -> int:
         """``[N]:`` after the word ``turn``."""
         self.expect("[")
-        number = self.match(_INT)
+        number = self.integer()
         if number is None:
             raise self.fail("a turn number such as 0, 1 or -1")
         self.expect("]")
         self.expect(":")
+        return number
+
+    def integer(self) -> int | None:
+        """The integer at the cursor (``None`` when there is none); overlong ones are refused."""
+        self.skip()
+        start = self.i
+        number = self.match(_INT)
+        if number is None:
+            return None
+        if len(number.lstrip("-")) > _MAX_DIGITS:
+            self.i = start
+            raise self.fail(f"an integer of at most {_MAX_DIGITS} digits")
         return int(number)
 
     def brackets(self) -> list[int | None]:
@@ -157,8 +170,7 @@ class _Parser:
         parts: list[int | None] = []
         colons = 0
         while True:
-            number = self.match(_INT)
-            parts.append(None if number is None else int(number))
+            parts.append(self.integer())
             if not (colons < 2 and self.peek(":")):
                 break
             self.expect(":")

@@ -29,7 +29,25 @@ from trait_lab.generation.backends import LocalBackend
 from trait_lab.models.loading import DEFAULT_MODEL, load_model
 from trait_lab.serve.app import create_app
 
-__all__ = ["add_serve_parser", "run_serve"]
+__all__ = ["add_serve_parser", "port_number", "run_serve"]
+
+
+def port_number(text: str) -> int:
+    """A TCP port from the command line (1-65535), or argparse's usage error naming it.
+
+    Example:
+        >>> port_number("9000")
+        9000
+    """
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number from 1 to 65535, got {text!r}; e.g. --port 8000"
+        )
+    return port
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,7 +65,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve_parser.add_argument("--variant", default=None, help="the experiment's model variant")
     serve_parser.add_argument("--root", default=None, help="experiments folder")
     serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--port", type=port_number, default=8000, help="1-65535")
     serve_parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cpu)")
     serve_parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16, auto")
     serve_parser.set_defaults(run=run_serve)
