@@ -20,7 +20,7 @@ import torch
 
 import trait_lab.generation.backends as backends
 from tests.faults.checks import clear_error
-from tests.helpers import PROMPTS, FakeTokenizer, make_tokenizer
+from tests.helpers import PROMPTS, FakeTokenizer
 from trait_lab.core.paths import calibration_path, records_dir
 from trait_lab.dynamics.calibration import (
     ensure_calibration,
@@ -28,21 +28,10 @@ from trait_lab.dynamics.calibration import (
     research_calibration,
 )
 from trait_lab.dynamics.inference import run_inference
-from trait_lab.testing import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = {"model_variants": {"instruct": {"model": None}, "base": {"model": "/models/base"}}}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
 
 
 @pytest.fixture
@@ -177,8 +166,14 @@ class TestConfiguredVariant:
         """The caller chose the model; the names only say where the files go (documented)."""
         root = tmp_path / "bare"
         paths = run_inference(
-            "scratch", "set", PROMPTS, traits, root=root, model=model, tokenizer=tokenizer,
+            "scratch",
+            "set",
+            PROMPTS,
+            traits,
+            root=root,
+            model=model,
+            tokenizer=tokenizer,
             max_new_tokens=2,
-        )  # fmt: skip
+        )
         assert [p.parent for p in paths] == [records_dir("scratch", "instruct", "set", root)] * 2
         assert calibration_path("scratch", "instruct", root).is_file()

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import torch
 
 import trait_lab.dynamics.inference as inference_module
 from tests.faults.checks import clear_error
-from tests.helpers import PROMPTS, make_tokenizer
+from tests.helpers import PROMPTS
 from trait_lab.core.paths import calibration_path, records_dir
 from trait_lab.dynamics.calibration import ensure_calibration
 from trait_lab.dynamics.inference import project_prompts, run_inference
@@ -35,19 +41,8 @@ from trait_lab.dynamics.massive import (
     load_calibration,
 )
 from trait_lab.dynamics.records import load_record
-from trait_lab.testing import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +53,16 @@ def traits() -> dict[str, dict[int, torch.Tensor]]:
 
 def run(model, tokenizer, traits, root: Path, prompts=PROMPTS, **kwargs: Any) -> list[Path]:
     return run_inference(
-        "exp", "set", prompts, traits, root=root, model=model, tokenizer=tokenizer,
-        max_new_tokens=3, **kwargs,
-    )  # fmt: skip
+        "exp",
+        "set",
+        prompts,
+        traits,
+        root=root,
+        model=model,
+        tokenizer=tokenizer,
+        max_new_tokens=3,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +157,63 @@ class TestKilledInference:
         assert files(root) == files(whole)
 
 
+#: Eight prompts, so that a kill lands among the records; the child sleeps between them.
+MANY = [f"{a} {b}" for a in ("hello how are you", "the cat sat on the mat") for b in "abcd"]
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import torch
+    import trait_lab.dynamics.inference as inference
+    from tests.helpers import make_tokenizer
+    from trait_lab.testing import tiny_model
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    traits = {"t": {layer: torch.randn(32, generator=gen) for layer in (0, 2)}}
+    real = inference.project_prompts
+
+    def slow(*args, **kwargs):
+        time.sleep(0.4)  # widen the window in which the parent's SIGKILL lands
+        return real(*args, **kwargs)
+
+    inference.project_prompts = slow
+    prompts = sys.argv[2].split("|")
+    inference.run_inference("exp", "set", prompts, traits, root=Path(sys.argv[1]),
+                            model=tiny_model(), tokenizer=make_tokenizer(), max_new_tokens=3)
+    """
+)
+
+
+def test_sigkill_during_records_resumes_to_an_uninterrupted_runs_bytes(
+    model, tokenizer, traits, tmp_path
+) -> None:
+    """A real ``kill -9`` of a separate process mid-run; the rerun equals a run never killed."""
+    whole_root, root = tmp_path / "whole", tmp_path / "killed"
+    run(model, tokenizer, traits, whole_root, prompts=MANY)
+    repo = Path(__file__).resolve().parents[2]  # so that the child imports tests.helpers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), *sys.path])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(root), "|".join(MANY)], env=env, cwd=repo
+    )
+    folder = records_dir("exp", "instruct", "set", root)
+    deadline = time.monotonic() + 300
+    try:
+        while len(list(folder.glob("[0-9]*.json"))) < 3:
+            assert child.poll() is None, "the child run ended before it could be killed"
+            assert time.monotonic() < deadline, "the child wrote no records in 300 s"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    done = len(list(folder.glob("[0-9]*.json")))
+    assert 3 <= done < len(MANY)  # killed among the records, not after them
+    run(model, tokenizer, traits, root, prompts=MANY)
+    assert files(root) == files(whole_root)
+
+
 def _state(model, tokenizer, traits, root: Path, monkeypatch) -> Path:
     killed(model, tokenizer, traits, root, monkeypatch, model, "forward", 6)
     return calibration_path("exp", "instruct", root).with_name(STATE_NAME)
@@ -244,9 +303,14 @@ class TestCorruptFiles:
         before = files(root)
         call = run
         clear_error(
-            ValueError, call, model, tokenizer, traits, root,
+            ValueError,
+            call,
+            model,
+            tokenizer,
+            traits,
+            root,
             mentions=[str(inputs), "corrupt", "overwrite=True"],
-        )  # fmt: skip
+        )
         assert files(root) == before  # nothing deleted or rewritten
         run(model, tokenizer, traits, root, overwrite=True)
         assert files(root) == files(whole)
@@ -261,9 +325,15 @@ class TestVectorWidth:
         monkeypatch.setattr(model, "forward", lambda *a, **k: forwards.append(1))
         traits = {"ok": {0: torch.ones(32)}, "wide": {2: torch.ones(48)}}
         clear_error(
-            ValueError, project_prompts, model, tokenizer, PROMPTS, traits, calibration,
+            ValueError,
+            project_prompts,
+            model,
+            tokenizer,
+            PROMPTS,
+            traits,
+            calibration,
             mentions=["'wide'", "layer 2", "width 48", "hidden size is 32", "extracted from"],
-        )  # fmt: skip
+        )
         assert forwards == []
 
     def test_run_inference_writes_nothing_for_a_vector_of_another_width(
@@ -273,7 +343,12 @@ class TestVectorWidth:
         monkeypatch.setattr(model, "forward", lambda *a, **k: forwards.append(1))
         traits = {"t": {1: torch.ones(31)}}
         clear_error(
-            ValueError, run, model, tokenizer, traits, tmp_path,
+            ValueError,
+            run,
+            model,
+            tokenizer,
+            traits,
+            tmp_path,
             mentions=["'t'", "layer 1", "width 31", "hidden size is 32"],
-        )  # fmt: skip
+        )
         assert forwards == [] and list(tmp_path.iterdir()) == []

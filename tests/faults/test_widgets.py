@@ -24,7 +24,7 @@ from trait_lab.core import VectorResult
 from trait_lab.generation.backends import LocalBackend
 from trait_lab.io.vectors import save_vector
 from trait_lab.prompts.formatting import ROLES, format_prompt, to_messages
-from trait_lab.testing import tiny_model, tiny_tokenizer
+from trait_lab.testing import tiny_tokenizer
 from widgets.common.export import ExportBar, export_figure
 from widgets.common.runner import LatestRunner
 from widgets.dynamics.view import TraitDynamics
@@ -34,11 +34,6 @@ from widgets.steering.panel import SteeringPanel
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 HIDDEN, LAYERS = 32, 3  # the tiny model's width and depth
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    return tiny_model()
 
 
 @pytest.fixture(scope="module")
