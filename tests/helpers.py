@@ -150,11 +150,14 @@ def deprecations_from_our_calls() -> Iterator[list[str]]:
 # --- models, tokenizers and calibrations for tests -------------------------------------------
 
 
-def dies_on_call(monkeypatch: Any, owner: Any, name: str, n: int) -> Callable[..., Any]:
+def dies_on_call(
+    monkeypatch: Any, owner: Any, name: str, n: int, at_death: Callable[[], object] | None = None
+) -> Callable[..., Any]:
     """Make ``owner.name`` raise KeyboardInterrupt (a kill, as the run sees it) on call ``n``.
 
     Works for functions of a module and methods of a class alike; returns the original so a
-    test can put it back before resuming.
+    test can put it back before resuming. ``at_death`` runs just before the raise (e.g. to
+    snapshot the disk as a kill -9 would leave it).
     """
     real = getattr(owner, name)
     calls = 0
@@ -163,6 +166,8 @@ def dies_on_call(monkeypatch: Any, owner: Any, name: str, n: int) -> Callable[..
         nonlocal calls
         calls += 1
         if calls == n:
+            if at_death is not None:
+                at_death()
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 

@@ -30,7 +30,7 @@ import torch
 
 import trait_lab.dynamics.inference as inference_module
 from tests.faults.checks import clear_error
-from tests.helpers import PROMPTS
+from tests.helpers import PROMPTS, dies_on_call
 from trait_lab.core.paths import calibration_path, records_dir
 from trait_lab.dynamics.calibration import ensure_calibration
 from trait_lab.dynamics.inference import project_prompts, run_inference
@@ -86,18 +86,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 def kill_at(monkeypatch, owner: Any, name: str, n: int, root: Path, cut: Path) -> None:
     """Call ``n`` of ``owner.name`` is a kill -9: the disk as it was then is what remains."""
-    real = getattr(owner, name)
-    calls = 0
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == n:
-            shutil.copytree(root, cut)
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
+    dies_on_call(monkeypatch, owner, name, n, at_death=lambda: shutil.copytree(root, cut))
 
 
 def killed(model, tokenizer, traits, root: Path, monkeypatch, owner, name, n) -> None:
