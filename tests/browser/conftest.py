@@ -68,11 +68,40 @@ class Lab:
     workspace, so a tab left open by an earlier test cannot take the menu commands), and
     ``shutdown_kernels()`` frees the model copies the notebooks' kernels hold."""
 
-    def __init__(self, base: str, token: str) -> None:
-        self.base, self.token = base, token
+    def __init__(self, base: str, token: str, root: Path) -> None:
+        self.base, self.token, self.root = base, token, root
 
     def url(self, notebook: str) -> str:
         return f"{self.base}/lab/tree/{notebook}?reset&token={self.token}"
+
+    def notebook(self, name: str, cells: list[str]) -> str:
+        """Write a scratch notebook of code ``cells`` into the served folder; return its URL.
+
+        Browser tests of one widget build it in a few cells (tiny data, no extraction) instead
+        of running a whole tutorial notebook.
+        """
+        if not name.endswith(".ipynb") or "/" in name:
+            raise ValueError(f"notebook name must be a bare '*.ipynb' file name, got {name!r}")
+        code_cells = [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": source,
+            }
+            for i, source in enumerate(cells)
+        ]
+        kernel = {"display_name": "Python 3", "language": "python", "name": "python3"}
+        notebook = {
+            "cells": code_cells,
+            "metadata": {"kernelspec": kernel},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+        (self.root / name).write_text(json.dumps(notebook))
+        return self.url(name)
 
     def shutdown_kernels(self) -> None:
         auth = {"Authorization": f"token {self.token}"}
@@ -123,7 +152,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start; log:\n{(root / 'lab.log').read_text()}")
                 time.sleep(0.5)
-        yield Lab(base, token)
+        yield Lab(base, token, root / "notebooks")
     finally:
         server.terminate()
         try:

@@ -8,54 +8,27 @@ page changes and equals what the kernel's library call returns for the new slide
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser.pages import (
+    NOTEBOOK,
+    RUN_TIMEOUT_MS,
+    open_notebook as _open,
+    run_all,
+    shot,
+    wait_until_idle,
+)
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
-
-RUN_TIMEOUT_MS = 600_000  # a fresh machine extracts the trait first (~1 min on 2 cores)
-
-
-def _open(browser: Any, url: str) -> Any:
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    from playwright.sync_api import expect
-
-    status = page.locator(".jp-StatusBar-Widget", has_text="ipykernel) | Idle")
-    expect(status.first).to_be_visible(timeout=120_000)
-    return page
-
-
-NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab on show
-
-
-def _run_all(page: Any, name: str) -> None:
-    from playwright.sync_api import expect
-
-    tabs = page.locator(".jp-NotebookPanel")
-    expect(tabs).to_have_count(1)  # only this notebook is open: Run All cannot hit another
-    expect(page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).first).to_be_visible()
-    for _ in range(2):
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-        page.wait_for_timeout(1500)
-        if page.locator(f"{NOTEBOOK} .jp-InputPrompt").first.inner_text().strip() != "[ ]:":
-            return
-    pytest.fail(f"Run All Cells did not start {name}")
-
-
-def _shot(page: Any, artifacts: Path, name: str, target: Any = None) -> None:
-    (target or page).screenshot(path=str(artifacts / f"{name}.png"))
 
 
 def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     from playwright.sync_api import expect
 
     page = _open(browser, lab.url("01_extract.ipynb"))
-    _run_all(page, "01_extract.ipynb")
+    run_all(page, "01_extract.ipynb")
     panel = page.locator(".tl-steering-panel")
     status = panel.locator(".tl-status-text")
     expect(status).to_contain_text("done:", timeout=RUN_TIMEOUT_MS)
@@ -64,7 +37,7 @@ def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     before = steered.text_content()
     assert before and before != baseline.text_content()
     panel.scroll_into_view_if_needed()
-    _shot(page, artifacts, "01_panel_before", panel)
+    shot(page, artifacts, "01_panel_before", panel)
 
     # Drag the handle to a quarter of the track: from +0.40 to about -0.5 of the typical norm.
     readout = panel.locator(".tl-coef .widget-readout")
@@ -85,7 +58,7 @@ def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     assert after and after != before
     coloured = panel.locator(".tl-column[data-role='steered'] .tl-token[data-score]")
     assert coloured.count() > 5
-    _shot(page, artifacts, "01_panel_after_drag", panel)
+    shot(page, artifacts, "01_panel_after_drag", panel)
 
     # The last cell asks the kernel's library for the reply at the slider's value; run it again.
     cells = page.locator(f"{NOTEBOOK} .jp-Cell")
@@ -99,7 +72,7 @@ def test_steering_slider_in_01_extract(browser, lab, artifacts) -> None:
     kernel_text = output.inner_text()
     assert "Error" not in kernel_text, kernel_text
     assert kernel_text.strip() == after.strip()
-    _shot(page, artifacts, "01_notebook_end")
+    shot(page, artifacts, "01_notebook_end")
     page.close()
     lab.shutdown_kernels()
 
@@ -114,21 +87,17 @@ def test_clean_dropdown_in_03_trait_dynamics(browser, lab, artifacts) -> None:
     from playwright.sync_api import expect
 
     page = _open(browser, lab.url("03_trait_dynamics.ipynb"))
-    _run_all(page, "03_trait_dynamics.ipynb")
+    run_all(page, "03_trait_dynamics.ipynb")
     view = page.locator(".tl-trait-dynamics").first
     clean = view.locator(".tl-clean select")
     expect(clean).to_be_visible(timeout=RUN_TIMEOUT_MS)
     plot = view.locator(".tl-dynamics-figure .js-plotly-plot")
     expect(plot).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    page.wait_for_function(  # the notebook's own cells ran to the end
-        "() => [...document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt')].every("
-        "p => !p.textContent.includes('*'))",
-        timeout=RUN_TIMEOUT_MS,
-    )
+    wait_until_idle(page)  # the notebook's own cells ran to the end
     assert clean.input_value() == "No cleaning"
     before = _heatmap_z(page)
     view.scroll_into_view_if_needed()
-    _shot(page, artifacts, "03_dynamics_no_cleaning", view)
+    shot(page, artifacts, "03_dynamics_no_cleaning", view)
     clean.select_option("Top 5, 3+ layers")
     page.wait_for_function(
         "old => JSON.stringify(document.querySelector("
@@ -140,6 +109,6 @@ def test_clean_dropdown_in_03_trait_dynamics(browser, lab, artifacts) -> None:
     assert after != json.loads(before)
     title = plot.locator(".gtitle").first.text_content() or ""
     assert "Top 5" in title, title
-    _shot(page, artifacts, "03_dynamics_cleaned", view)
+    shot(page, artifacts, "03_dynamics_cleaned", view)
     page.close()
     lab.shutdown_kernels()
