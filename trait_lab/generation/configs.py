@@ -154,9 +154,33 @@ class ProjectionSpec:
         _check_components([self.component])
 
 
+def _check_seeds(owner: str, seed: Any) -> int | list[int] | None:
+    """One seed (every row), one per row, or None."""
+    if isinstance(seed, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(seed, str):
+        seeds = [_check_seed(owner, s) for s in list(seed)]
+        if not seeds or any(s is None for s in seeds):
+            raise invalid(
+                owner,
+                "seed",
+                seed,
+                "an int, a non-empty list of ints (one per row) or None",
+                "Pass e.g. seed=0 or seed=[0, 1].",
+            )
+        return [s for s in seeds if s is not None]
+    return _check_seed(owner, seed)
+
+
 @dataclass
 class SamplingConfig:
     """Greedy by default; ``do_sample=True`` for temperature / top-k / top-p sampling.
+
+    Sampling is per-row reproducible: each batch row has its own random generator and draws
+    exactly one uniform number per step (inverse-CDF sampling), so a row's tokens depend only
+    on its own logits and seed, never on which other rows share the batch. ``seed`` is one
+    int (every row starts from it: prompt P gives the same reply alone or as any row of a
+    batch), a list with one seed per row, or ``None`` (torch's global generator; not
+    reproducible). Left padding changes a row's logits by float rounding only, which can in
+    rare cases flip a sample whose uniform draw falls on a token boundary.
 
     Example:
         >>> SamplingConfig(do_sample=True, temperature=0.7, seed=0).temperature
@@ -167,7 +191,7 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
-    seed: int | None = None
+    seed: int | list[int] | None = None
 
     def __post_init__(self) -> None:
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
@@ -176,17 +200,36 @@ class SamplingConfig:
                 "do_sample=False"
             )
         self.top_k = _check_top_k("SamplingConfig", self.top_k)
-        self.seed = _check_seed("SamplingConfig", self.seed)
+        self.seed = _check_seeds("SamplingConfig", self.seed)
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
 
-    def generator(self, device: torch.device) -> torch.Generator | None:
+    def generators(self, device: torch.device, batch: int) -> list[torch.Generator] | None:
+        """One seeded generator per row (``None`` without a seed).
+
+        Example:
+            >>> gens = SamplingConfig(do_sample=True, seed=[1, 2]).generators("cpu", 2)
+            >>> [g.initial_seed() for g in gens]
+            [1, 2]
+        """
         if self.seed is None:
             return None
-        return torch.Generator(device=device).manual_seed(self.seed)
+        seeds = self.seed if isinstance(self.seed, list) else [self.seed] * batch
+        if len(seeds) != batch:
+            raise ValueError(
+                f"SamplingConfig.seed has {len(seeds)} seeds for a batch of {batch} rows; give "
+                "one int for every row, or one seed per row"
+            )
+        return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
-    def choose(self, logits: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-        """Next token per row from ``[batch, vocab]`` logits."""
+    def choose(
+        self, logits: torch.Tensor, rng: Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """Next token per row from ``[batch, vocab]`` logits; ``rng`` has one generator per row.
+
+        Each row draws one uniform number ``u`` from its own generator and takes the first
+        token whose cumulative probability exceeds ``u``.
+        """
         if not self.do_sample:
             return logits.argmax(dim=-1)
         scores = logits.float() / self.temperature
@@ -200,7 +243,19 @@ class SamplingConfig:
             sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
             scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
         probs = scores.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+        batch = probs.shape[0]
+        if rng is None:
+            uniform = torch.rand(batch, device=probs.device)
+        else:
+            if len(rng) != batch:
+                raise ValueError(f"{len(rng)} generators for a batch of {batch} rows")
+            uniform = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in rng])
+        cdf = probs.cumsum(dim=-1)
+        target = (uniform * cdf[:, -1]).unsqueeze(-1)
+        token = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1)
+        # float rounding at the very top of the CDF must not pick a token with probability 0
+        allowed = probs.gather(-1, token) > 0
+        return torch.where(allowed, token, probs.argmax(dim=-1, keepdim=True)).squeeze(-1)
 
 
 @dataclass

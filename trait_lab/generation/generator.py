@@ -230,7 +230,7 @@ class HookedGenerator:
         _check_ids("pad_token_id", torch.tensor([pad]), _vocab_size(self.model))
         state = _State(prompt_len=prompt_len)
         hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
-        rng = sampling.generator(self.device)
+        rng = sampling.generators(self.device, batch) if sampling.do_sample else None
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         step_ids, step_pos = ids, tokens.padded_positions(mask)
         cache, cache_name = None, cache_keyword(self.model)
