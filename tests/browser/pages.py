@@ -62,12 +62,14 @@ def shot(page: Any, artifacts: Path, name: str, target: Any = None) -> None:
 
 def assert_inside_output_area(element: Any) -> None:
     """The element's box lies within its cell's output area (nothing hidden off to the right)."""
-    box = element.bounding_box()
-    area = element.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
-    outer = area.bounding_box()
-    assert box is not None and outer is not None, "element or its output area is not on the page"
-    right, outer_right = box["x"] + box["width"], outer["x"] + outer["width"]
-    assert box["x"] >= outer["x"] - 1 and right <= outer_right + 1, (
-        f"element spans x={box['x']:.0f}..{right:.0f}, output area x={outer['x']:.0f}.."
-        f"{outer_right:.0f}"
+    boxes = element.evaluate(
+        "el => { const area = el.closest('.jp-OutputArea-output') || el.closest('.jp-OutputArea');"
+        " if (!area) return null; const a = el.getBoundingClientRect(),"
+        " b = area.getBoundingClientRect(); return [a.left, a.right, b.left, b.right]; }"
+    )
+    assert boxes is not None, "the element is not inside a notebook output area"
+    left, right, outer_left, outer_right = boxes
+    assert left >= outer_left - 1 and right <= outer_right + 1, (
+        f"element spans x={left:.0f}..{right:.0f}, "
+        f"output area x={outer_left:.0f}..{outer_right:.0f}"
     )

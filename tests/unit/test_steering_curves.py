@@ -21,6 +21,7 @@ from trait_lab.evaluation import (
     SteeringRunRecord,
 )
 from widgets import export_figure
+from widgets.common.colours import NEGATIVE_RGB, POSITIVE_RGB
 from widgets.evaluation import answers_html, curve_name, steering_curves
 
 RUN = SteeringRunRecord("demo", "optimism", "instruct", "f" * 16, {"kind": "test"})
@@ -114,6 +115,13 @@ class TestTraces:
             assert list(top.y) == [best.trait_mean] and list(bottom.y) == [best.coherence_mean]
             assert top.marker.symbol == "star" and best.key in top.hovertext[0]
         assert RESULTS.best(1).key == "residual/probe/L12@+6"  # the incoherent L9 +4 loses
+
+    def test_stars_follow_the_pole_colours(self) -> None:
+        # the same convention as every other view: red toward +, blue toward −
+        fig = steering_curves(RESULTS)
+        for name, rgb in (("recommended +", POSITIVE_RGB), ("recommended −", NEGATIVE_RGB)):
+            top, _ = by_name(fig, name)
+            assert top.marker.color == "rgb({}, {}, {})".format(*rgb)
 
     def test_no_stars_or_baseline_when_there_are_none(self) -> None:
         incoherent = [e for e in ENTRIES if not e.coherent]

@@ -8,12 +8,15 @@ from widgets.common.export import (
     FORMATS,
     ChromiumMissingError,
     ExportBar,
+    default_stem,
     export_figure,
     find_chromium,
+    free_path,
 )
 from widgets.common.figures import (
     metrics_heatmap,
     projection_histogram,
+    replace_figure,
     token_heatmap,
 )
 from widgets.common.runner import (
@@ -33,9 +36,12 @@ __all__ = [
     "Job",
     "LatestRunner",
     "TokenStream",
+    "default_stem",
     "export_figure",
     "find_chromium",
+    "free_path",
     "metrics_heatmap",
     "projection_histogram",
+    "replace_figure",
     "token_heatmap",
 ]

@@ -30,6 +30,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from trait_lab.evaluation import DEFAULT_THRESHOLD, SteeringEntry, SteeringResults
+from widgets.common.colours import NEGATIVE_RGB, POSITIVE_RGB
 
 __all__ = ["AXES", "Answers", "Responses", "answers_html", "curve_name", "steering_curves"]
 
@@ -49,7 +50,10 @@ WRAP = 64  # hover line width, in characters
 
 _ROWS = (("trait_mean", "trait score"), ("coherence_mean", "coherence"))
 _COLOURS = qualitative.Plotly + qualitative.Dark24
-_STARS = {1: ("recommended +", "#f4a261"), -1: ("recommended −", "#6a4c93")}
+_STARS = {  # the one colour convention: red toward the positive pole, blue toward the negative
+    1: ("recommended +", "rgb({}, {}, {})".format(*POSITIVE_RGB)),
+    -1: ("recommended −", "rgb({}, {}, {})".format(*NEGATIVE_RGB)),
+}
 _BASELINE = "#7f7f7f"
 
 

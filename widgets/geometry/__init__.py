@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from widgets.geometry.explorer import (
+    K_CAP,
     MAX_DEFAULT,
     VIEWS,
     GeometryExplorer,
     GeometryView,
     compute_view,
+    k_range,
     view_figure,
 )
 from widgets.geometry.figures import (
+    MAX_WIDTH,
     SYMBOLS,
     TEXT_LIMIT,
     cosine_heatmap,
@@ -19,7 +22,9 @@ from widgets.geometry.figures import (
 )
 
 __all__ = [
+    "K_CAP",
     "MAX_DEFAULT",
+    "MAX_WIDTH",
     "SYMBOLS",
     "TEXT_LIMIT",
     "VIEWS",
@@ -27,6 +32,7 @@ __all__ = [
     "GeometryView",
     "compute_view",
     "cosine_heatmap",
+    "k_range",
     "message_figure",
     "pca_scatter",
     "view_figure",

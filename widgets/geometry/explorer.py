@@ -39,11 +39,13 @@ from trait_lab.math import (
     trait_clusters,
 )
 from trait_lab.vectors import VectorGrid
-from widgets.common.export import ExportBar
+from widgets.common.export import ExportBar, default_stem
+from widgets.common.figures import replace_figure
 from widgets.geometry.figures import cosine_heatmap, message_figure, pca_scatter
 
 VIEWS = ("cosine", "PCA", "RSA", "clusters")
 MAX_DEFAULT = 30  # vectors selected at start: all, or as many middle layers as fit
+K_CAP = 20  # the k slider's top: more clusters than this cannot be read off a heatmap
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,30 @@ def _count(grid: VectorGrid) -> str:
     return " × ".join(f"{n} {name}{'s' * (n != 1)}" for n, name in parts)
 
 
+def _listed(names: Sequence[object], limit: int = 6) -> str:
+    shown = [str(x) for x in names]
+    return ", ".join(shown if len(shown) <= limit else [*shown[:limit], f"… ({len(shown)} in all)"])
+
+
+def _which(grid: VectorGrid) -> str:
+    """A title's second line: which traits, layers and methods are shown."""
+    layers = [f"L{la}" for la in grid.layers]
+    return (
+        f"<br><sub>traits {_listed(grid.traits)} · layers {_listed(layers)} · "
+        f"methods {_listed(grid.methods)}</sub>"
+    )
+
+
+def k_range(n: int) -> tuple[int, int]:
+    """The k slider's (min, max) for ``n`` picked vectors: 2 … min(n − 1, ``K_CAP``), at least 2.
+
+    Example:
+        >>> k_range(90), k_range(6), k_range(2)
+        ((2, 20), (2, 5), (2, 2))
+    """
+    return 2, max(2, min(n - 1, K_CAP))
+
+
 def compute_view(grid: VectorGrid, view: str, k: int = 3) -> GeometryView:
     """The numbers behind one view of the vectors in ``grid``; see :class:`GeometryView`.
 
@@ -100,12 +126,12 @@ def compute_view(grid: VectorGrid, view: str, k: int = 3) -> GeometryView:
     named = dict(zip(labels, grid.matrix, strict=True))
     if view == "cosine":
         sim = pairwise_cosine_matrix(named).numpy()
-        title = f"cosine similarity of {n} vectors ({_count(grid)})"
+        title = f"cosine similarity of {n} vectors ({_count(grid)}){_which(grid)}"
         return GeometryView(view, labels, sim, keys, title=title)
     if view == "PCA":
         unit = grid.matrix.double() / torch.linalg.vector_norm(grid.matrix.double(), dim=1)[:, None]
         _, ratio, coords = pca(unit, 2)
-        title = f"PCA of {n} unit vectors ({_count(grid)})"
+        title = f"PCA of {n} unit vectors ({_count(grid)}){_which(grid)}"
         return GeometryView(view, labels, coords.numpy(), keys, ratio.numpy(), title=title)
     if not 2 <= k <= n:
         return _empty(view, f"k={k} clusters needs 2 ≤ k ≤ {n} (the number of vectors picked)")
@@ -114,7 +140,10 @@ def compute_view(grid: VectorGrid, view: str, k: int = 3) -> GeometryView:
     groups = [first.index(c) + 1 for c in raw.tolist()]
     order = sorted(range(n), key=lambda i: groups[i])  # stable: grid order within a cluster
     sim = pairwise_cosine_matrix(named).numpy()[np.ix_(order, order)]
-    title = f"{k} k-means clusters of {n} vectors (inertia {inertia:.2f}), cosine reordered"
+    title = (
+        f"{k} k-means clusters of {n} vectors (inertia {inertia:.2f}), cosine reordered"
+        f"{_which(grid)}"
+    )
     return GeometryView(
         view,
         [labels[i] for i in order],
@@ -143,7 +172,7 @@ def _rsa(grid: VectorGrid) -> GeometryView:
     except ValueError as exc:  # e.g. all cosines tied at a layer
         return _empty("RSA", str(exc))
     what = f"{len(traits)} traits" if len(methods) == 1 else f"{len(items)} trait×method vectors"
-    title = f"RSA: Spearman ρ between layers' cosine matrices ({what}; {', '.join(methods)})"
+    title = f"RSA: Spearman ρ between layers' cosine matrices ({what}){_which(grid)}"
     return GeometryView("RSA", [f"L{la}" for la in ordered], rsa.numpy(), title=title)
 
 
@@ -199,8 +228,10 @@ class GeometryExplorer(w.VBox):
             selection to about 30 vectors).
         methods: the starting selection of methods (default: every method).
         view: one of ``"cosine"``, ``"PCA"``, ``"RSA"``, ``"clusters"``.
-        k: the number of clusters in the ``clusters`` view (default: one per picked trait).
-        export_stem: the ExportBar's starting file name.
+        k: the number of clusters in the ``clusters`` view (default: one per picked trait); the
+            slider runs from 2 to :func:`k_range` of the picked vectors (at most ``K_CAP``).
+        export_stem: the ExportBar's file name (default: ``figures/geometry_<view>``, following
+            the view until you type your own).
 
     Attributes: the controls ``trait_picker``, ``layer_picker``, ``method_picker``
     (SelectMultiple; ``traits`` is taken by ipywidgets' HasTraits), ``view``
@@ -217,7 +248,7 @@ class GeometryExplorer(w.VBox):
         methods: Sequence[str] | None = None,
         view: str = "cosine",
         k: int | None = None,
-        export_stem: str = "figures/geometry",
+        export_stem: str | None = None,
     ) -> None:
         self.grid = _as_grid(vectors)
         if view not in VIEWS:
@@ -239,10 +270,14 @@ class GeometryExplorer(w.VBox):
         for picker in (self.trait_picker, self.layer_picker, self.method_picker):
             picker.rows = min(8, max(3, len(picker.options)))
         self.view = w.ToggleButtons(options=list(VIEWS), value=view, description="view")
-        k = max(2, len(start.traits)) if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= max(2, len(self.grid)):
-            raise ValueError(f"k={k!r} clusters: k must be an int from 2 to {len(self.grid)}")
-        self.k = w.IntSlider(value=k, min=2, max=max(2, len(self.grid)), description="k clusters")
+        low, high = k_range(len(start))
+        k = min(high, max(low, len(start.traits))) if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or not low <= k <= high:
+            raise ValueError(
+                f"k={k!r} clusters: k must be an int from {low} to {high} for the {len(start)} "
+                f"vectors picked (at most n − 1 and at most {K_CAP}); pass one in that range"
+            )
+        self.k = w.IntSlider(value=k, min=low, max=high, description="k clusters")
         self.trait_picker.add_class("tl-geo-traits")
         self.layer_picker.add_class("tl-geo-layers")
         self.method_picker.add_class("tl-geo-methods")
@@ -251,8 +286,10 @@ class GeometryExplorer(w.VBox):
         self.status = w.HTML("")
         self.status.add_class("tl-geo-status")
         self.figure = go.FigureWidget()
-        self.export = ExportBar(lambda: self.figure, export_stem)
+        self._own_stem = export_stem is None
+        self.export = ExportBar(lambda: self.figure, export_stem or default_stem("geometry", view))
         self._shown = _empty(view, "")
+        self._rendering = False
         for control in (
             self.trait_picker,
             self.layer_picker,
@@ -278,14 +315,22 @@ class GeometryExplorer(w.VBox):
         return self._shown
 
     def _render(self) -> None:
-        self.k.layout.display = "" if self.view.value == "clusters" else "none"
-        chosen = self.selection()
-        self._shown = compute_view(chosen, self.view.value, self.k.value)
-        new = view_figure(self._shown)
-        with self.figure.batch_update():
-            self.figure.data = ()
-            self.figure.add_traces(list(new.data))
-            self.figure.layout = new.layout
+        """Rebuild the figure from scratch for the controls' current values."""
+        if self._rendering:  # fitting the k slider below sets k.value: one render is enough
+            return
+        self._rendering = True
+        try:
+            chosen = self.selection()
+            low, high = k_range(len(chosen))
+            self.k.max = max(high, self.k.min)  # widen before narrowing: min ≤ max always
+            self.k.min, self.k.max = low, high  # clamps k.value into the new range
+            self.k.layout.display = "" if self.view.value == "clusters" else "none"
+            self._shown = compute_view(chosen, self.view.value, self.k.value)
+            replace_figure(self.figure, view_figure(self._shown))
+            if self._own_stem:
+                self.export.suggest(default_stem("geometry", self.view.value))
+        finally:
+            self._rendering = False
         if self._shown.message:
             self.status.value = f"<span style='color:#b00020'>{escape(self._shown.message)}</span>"
         else:

@@ -17,13 +17,16 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from widgets.common.colours import SIGNED_SCALE, pole_legend
+
 TEXT_LIMIT = 16  # write the value in each cell up to this many rows
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "pentagon")
 _COLORS = qualitative.Plotly + qualitative.Dark24
+MAX_WIDTH = 940  # px: fits JupyterLab's ~970 px output area, colour bar included
 
 
 def _size(n: int) -> int:
-    return int(min(1100, max(460, 220 + 22 * n)))
+    return int(min(MAX_WIDTH - 100, max(460, 220 + 22 * n)))
 
 
 def cosine_heatmap(
@@ -34,15 +37,16 @@ def cosine_heatmap(
     axis_title: str = "vector",
     value_name: str = "cosine",
 ) -> go.Figure:
-    """Symmetric heatmap of an ``[N, N]`` similarity matrix on a diverging −1..1 scale, values
-    written in the cells when there are few. ``groups`` (one int per label, labels already
+    """Symmetric heatmap of an ``[N, N]`` similarity matrix on the signed −1..1 scale
+    (``SIGNED_SCALE``: red = positive; the colour bar says so), values written in the cells
+    when there are few. ``groups`` (one int per label, labels already
     ordered so that each group is contiguous) outlines each group's diagonal block and
     prefixes the tick labels with ``[group]``.
 
     Example:
         >>> fig = cosine_heatmap(["a", "b", "c"], np.eye(3), groups=[1, 1, 2])
-        >>> list(fig.data[0].x), len(fig.layout.shapes)
-        (['[1] a', '[1] b', '[2] c'], 2)
+        >>> list(fig.data[0].x), len(fig.layout.shapes), fig.data[0].colorbar.title.text
+        (['[1] a', '[1] b', '[2] c'], 2, 'cosine (red = positive pole, blue = negative)')
     """
     z = np.asarray(matrix, dtype=float)
     n = len(labels)
@@ -61,8 +65,8 @@ def cosine_heatmap(
             zmin=-1.0,
             zmax=1.0,
             zmid=0.0,
-            colorscale="RdBu_r",
-            colorbar={"title": {"text": value_name}},
+            colorscale=SIGNED_SCALE,
+            colorbar={"title": {"text": pole_legend(value_name), "side": "right"}},
             text=np.vectorize(lambda v: f"{v:.2f}")(z) if n <= TEXT_LIMIT else None,
             texttemplate="%{text}" if n <= TEXT_LIMIT else None,
             hovertemplate="%{y}<br>%{x}<br>" + value_name + " %{z:.3f}<extra></extra>",
@@ -86,7 +90,7 @@ def cosine_heatmap(
         title=title,
         xaxis={"title": {"text": axis_title}, "tickangle": -45, "tickfont": font},
         yaxis={"title": {"text": axis_title}, "autorange": "reversed", "tickfont": font},
-        width=max(760, _size(n) + 160),
+        width=MAX_WIDTH,
         height=_size(n),
         margin={"l": 60, "r": 20, "t": 70, "b": 60},
     )
@@ -156,7 +160,7 @@ def pca_scatter(
         title=title,
         xaxis_title=f"PC1 ({100 * explained[0]:.1f}% of variance)",
         yaxis_title=f"PC2 ({100 * explained[1]:.1f}% of variance)",
-        width=820,
+        width=min(820, MAX_WIDTH),
         height=560,
         margin={"l": 70, "r": 20, "t": 70, "b": 60},
     )
@@ -178,7 +182,7 @@ def message_figure(message: str, title: str = "nothing to show") -> go.Figure:
         title=title,
         xaxis={"visible": False},
         yaxis={"visible": False},
-        width=820,
+        width=min(820, MAX_WIDTH),
         height=320,
     )
     return fig
