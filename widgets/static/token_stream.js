@@ -1,17 +1,18 @@
 // Side-by-side columns of streamed tokens, each token coloured by its score on a trait.
-// Model: columns = [{key, title, tokens: [[text, score|null], ...], status}], scale, label.
+// Model: columns = [{key, title, tokens: [[text, score|null], ...], status}], scale, label,
+// legend (the words after the chips), positive_rgb / negative_rgb (widgets/common/colours.py).
 
-function colour(score, scale) {
+function colour(score, scale, rgbs) {
   if (score === null || score === undefined || !isFinite(score) || !(scale > 0)) {
     return "transparent";
   }
   const t = Math.max(-1, Math.min(1, score / scale));
-  // red for positive, blue for negative; alpha grows with |t|
-  const rgb = t >= 0 ? "214, 39, 40" : "31, 119, 180";
+  // red for positive, blue for negative (colours.py); alpha grows with |t|
+  const rgb = (t >= 0 ? rgbs.positive : rgbs.negative).join(", ");
   return `rgba(${rgb}, ${(0.08 + 0.6 * Math.abs(t)).toFixed(3)})`;
 }
 
-function renderColumn(column, scale, label) {
+function renderColumn(column, scale, label, rgbs) {
   const box = document.createElement("div");
   box.className = "tl-column";
   box.dataset.role = column.key;
@@ -24,7 +25,7 @@ function renderColumn(column, scale, label) {
     const span = document.createElement("span");
     span.className = "tl-token";
     span.textContent = piece;
-    span.style.background = colour(score, scale);
+    span.style.background = colour(score, scale, rgbs);
     if (score !== null && score !== undefined) {
       span.title = `${JSON.stringify(piece)}  ${label}: ${score.toFixed(3)}`;
       span.dataset.score = String(score);
@@ -38,20 +39,20 @@ function renderColumn(column, scale, label) {
   return box;
 }
 
-function legend(scale, label) {
+function legend(scale, words, rgbs) {
   const bar = document.createElement("div");
   bar.className = "tl-legend";
-  const parts = [[-scale, "−"], [0, ""], [scale, "+"]];
-  for (const [value] of parts) {
+  for (const value of [-scale, 0, scale]) {
     const chip = document.createElement("span");
     chip.className = "tl-legend-chip";
-    chip.style.background = colour(value, scale) === "transparent" ? "#fff" : colour(value, scale);
-    chip.textContent = value.toFixed(2);
+    const fill = colour(value, scale, rgbs);
+    chip.style.background = fill === "transparent" ? "#fff" : fill;
+    chip.textContent = (value > 0 ? "+" : "") + value.toFixed(2);
     bar.appendChild(chip);
   }
   const name = document.createElement("span");
   name.className = "tl-legend-label";
-  name.textContent = `token colour: ${label}`;
+  name.textContent = words;
   bar.appendChild(name);
   return bar;
 }
@@ -63,17 +64,18 @@ function render({ model, el }) {
   const draw = () => {
     const scale = model.get("scale");
     const label = model.get("label");
+    const rgbs = { positive: model.get("positive_rgb"), negative: model.get("negative_rgb") };
     const grid = document.createElement("div");
     grid.className = "tl-columns";
     for (const column of model.get("columns")) {
-      grid.appendChild(renderColumn(column, scale, label));
+      grid.appendChild(renderColumn(column, scale, label, rgbs));
     }
-    root.replaceChildren(grid, legend(scale, label));
+    root.replaceChildren(grid, legend(scale, model.get("legend"), rgbs));
   };
   draw();
-  model.on("change:columns", draw);
-  model.on("change:scale", draw);
-  model.on("change:label", draw);
+  for (const name of ["columns", "scale", "label", "legend", "positive_rgb", "negative_rgb"]) {
+    model.on(`change:${name}`, draw);
+  }
 }
 
 export default { render };

@@ -8,18 +8,38 @@ from widgets.steering.controls import (
     UNITS,
     SamplingControls,
     TargetControls,
+    colour_controls,
+    mode_controls,
     readout_text,
     sampling_controls,
     target_controls,
+    target_rows,
+)
+from widgets.steering.labels import (
+    MODE_LABELS,
+    MODE_TIPS,
+    layers_text,
+    run_title,
+    sampling_text,
+    short_prompt,
 )
 from widgets.steering.panel import (
     SteeringPanel,
+)
+from widgets.steering.recolour import (
+    prompt_ids,
+    recolour_rows,
+    reproject,
 )
 from widgets.steering.rows import (
     Request,
     Row,
     absorb,
     steering_figure,
+    stream_columns,
+)
+from widgets.steering.scale import (
+    ColourScale,
 )
 from widgets.steering.targets import (
     PANEL_MODES,
@@ -31,10 +51,13 @@ from widgets.steering.targets import (
 )
 
 __all__ = [
+    "MODE_LABELS",
+    "MODE_TIPS",
     "PANEL_MODES",
     "POSITIONS",
     "RANGES",
     "UNITS",
+    "ColourScale",
     "Request",
     "Row",
     "SamplingControls",
@@ -44,10 +67,21 @@ __all__ = [
     "absorb",
     "build_specs",
     "coefficients",
+    "colour_controls",
+    "layers_text",
+    "mode_controls",
+    "prompt_ids",
     "readout_text",
+    "recolour_rows",
+    "reproject",
+    "run_title",
     "sampling_controls",
+    "sampling_text",
     "selected_vectors",
+    "short_prompt",
     "steering_figure",
     "steering_targets",
+    "stream_columns",
     "target_controls",
+    "target_rows",
 ]

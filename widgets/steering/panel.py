@@ -3,8 +3,12 @@ side, streamed token by token, each token coloured by its cosine with a trait.
 
 Every control change is debounced and restarts generation on a background thread (the one in
 flight is cancelled), so the kernel stays responsive. The baseline is generated once per
-prompt and sampling setting; a slider move regenerates only the steered text. Errors inside
-generation appear in the panel's status line.
+prompt and sampling setting; a slider move regenerates only the steered text, and changing
+only the colour trait or layer re-projects the texts shown (one forward pass, no
+regeneration). The status line says queued / generating / done / stopped truthfully; errors
+inside generation appear there too. Token colours use one fixed scale per (colour trait,
+layer) unless "lock scale" is released (``widgets.steering.scale``); the legend states the
+scale and the colour convention (red = positive pole).
 
 Example:
     >>> from trait_lab.testing import tiny_model
@@ -31,7 +35,8 @@ import plotly.graph_objects as go
 from trait_lab.activations import typical_norms
 from trait_lab.generation import GenerationConfig, LocalBackend, ProjectionSpec, SteeringSpec
 from trait_lab.prompts import load_prompt_set
-from widgets.common.export import ExportBar
+from widgets.common.colours import pole_legend
+from widgets.common.export import ExportBar, default_stem
 from widgets.common.runner import LatestRunner
 from widgets.common.token_stream import TokenStream
 from widgets.steering.arguments import (
@@ -41,15 +46,18 @@ from widgets.steering.arguments import (
     start_values,
 )
 from widgets.steering.controls import (
-    POSITIONS,
     RANGES,
+    colour_controls,
+    mode_controls,
     readout_text,
     sampling_controls,
-    target_controls,
+    target_rows,
 )
-from widgets.steering.rows import Request, Row, absorb, steering_figure
+from widgets.steering.labels import layers_text, run_title
+from widgets.steering.recolour import recolour_rows
+from widgets.steering.rows import Request, Row, absorb, steering_figure, stream_columns
+from widgets.steering.scale import ColourScale, Key
 from widgets.steering.targets import (
-    PANEL_MODES,
     build_specs,
     selected_vectors,
     steering_targets,
@@ -79,6 +87,8 @@ class SteeringPanel(w.VBox):
             carries forward rather than what was just added); pick another in the panel.
         debounce: seconds a control must rest before generation restarts.
         autorun: start generating at once.
+        colour_scale: the cosine shown at full colour: one number, ``{(trait, layer): value}``,
+            or ``None`` to fix each (trait, layer)'s scale from its first complete baseline.
 
     Raises:
         ValueError / TypeError: an argument the panel cannot show truthfully (a NaN, zero or
@@ -101,8 +111,10 @@ class SteeringPanel(w.VBox):
         readout_offset: int = 4,
         debounce: float = 0.15,
         autorun: bool = True,
+        colour_scale: float | Mapping[Key, float] | None = None,
     ) -> None:
         check_arguments(backend, mode, positions, max_new_tokens)
+        self._scale = ColourScale.from_argument(colour_scale)
         self.backend = backend
         vectors, recommended = selected_vectors(vectors)
         self.targets = steering_targets(vectors, backend.n_layers, backend.hidden_dim, layer)
@@ -116,6 +128,10 @@ class SteeringPanel(w.VBox):
         self._lock = threading.Lock()
         self.timing: dict[str, float] = {}
         self.error: BaseException | None = None
+        self.state = "idle"  # queued, generating, recolouring, done, stopped or error
+        self._shown: Request | None = None  # the request whose texts are shown
+        self._finished_word = "done"  # how the texts shown ended: done or stopped
+        self._ticket, self._final = 0, False  # _final: the texts shown are done or stopped
         super().__init__(self._build(prompt, value, mode, positions, max_new_tokens))
         self.add_class("tl-steering-panel")
         self._runner = LatestRunner(self._generate, debounce=debounce, on_error=self._failed)
@@ -136,66 +152,41 @@ class SteeringPanel(w.VBox):
         """Create every control (in display order) and return the panel's children."""
         self.prompt = w.Textarea(value=prompt, layout=w.Layout(width="100%", height="60px"))
         self.prompt.add_class("tl-prompt")
-        self.mode = w.ToggleButtons(options=list(PANEL_MODES), value=mode, description="mode")
-        self.mode.add_class("tl-mode")
-        self.positions = w.Dropdown(
-            options=list(POSITIONS),
-            value=positions,
-            description="steer at",
-            layout=w.Layout(width="220px"),
-        )
-        rows = [w.HBox([self.mode, self.positions]), *self._build_targets(value, mode)]
+        self.mode, self.positions = mode_controls(mode, positions)
+        self.sliders, self.layers, self.readouts, rows = target_rows(self.targets, value, mode)
+        rows.insert(0, w.HBox([self.mode, self.positions]))
         colour = self._build_colour()
         sampling = sampling_controls(max_new_tokens)
         self._sampling = sampling
         self.max_new_tokens, self.temperature = sampling.max_new_tokens, sampling.temperature
         self.top_p, self.seed = sampling.top_p, sampling.seed
         self.run_button = w.Button(description="Generate", icon="play")
+        self.run_button.add_class("tl-run")
         self.stop_button = w.Button(description="Stop", icon="stop")
+        self.stop_button.add_class("tl-stop")
         self.stream = TokenStream()
         self.status = w.HTML()
         self.status.add_class("tl-status")
-        self.export = ExportBar(self.figure, "figures/steering")
+        self.export = ExportBar(self.figure, default_stem("steering", *self.sliders))
         return [
             self.prompt,
             *rows,
-            w.HBox([*colour, self.run_button, self.stop_button]),
+            w.HBox(
+                [*colour, self.run_button, self.stop_button],
+                layout=w.Layout(flex_flow="row wrap"),
+            ),
             w.Accordion([sampling.box], titles=("sampling (temperature 0 = greedy)",)),
             self.status,
             self.stream,
             self.export,
         ]
 
-    def _build_targets(self, value: float | Mapping[str, float], mode: str) -> list[w.HBox]:
-        """A slider, layer picker and readout per target; one row each."""
-        self.sliders: dict[str, w.FloatSlider] = {}
-        self.layers: dict[str, w.Dropdown] = {}
-        self.readouts: dict[str, w.HTML] = {}
-        rows = []
-        for target in self.targets:
-            start = value.get(target.name, 0.0) if isinstance(value, Mapping) else value
-            controls = target_controls(target, start, mode)
-            self.sliders[target.name], self.layers[target.name] = controls.slider, controls.picker
-            self.readouts[target.name] = controls.readout
-            rows.append(controls.row)
-        return rows
-
-    def _build_colour(self) -> list[w.Dropdown]:
-        """The trait and layer tokens are coloured by: the first target, at its readout layer."""
-        first = self.targets[0]
-        self.colour_trait = w.Dropdown(
-            options=[t.name for t in self.targets],
-            value=first.name,
-            description="colour by",
-            layout=w.Layout(width="220px"),
-        )
-        self.colour_layer = w.Dropdown(
-            options=sorted(first.vectors),
-            layout=w.Layout(width="150px"),
-            value=self._readout_layer(first.name),
-            description="at layer",
-        )
-        return [self.colour_trait, self.colour_layer]
+    def _build_colour(self) -> list[w.Widget]:
+        """Colour by the first target at its readout layer; the scale lock."""
+        first = self.targets[0].name
+        ctl = colour_controls(self.targets, self._readout_layer(first), self._scale.locked)
+        self.colour_trait, self.colour_layer, self.lock_scale = ctl
+        return list(ctl)
 
     # ----- settings -------------------------------------------------------------------------
     def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
@@ -217,17 +208,13 @@ class SteeringPanel(w.VBox):
             self.sliders[name].observe(lambda _: self.refresh(), "value")
             self.layers[name].observe(lambda change, n=name: self._layer_changed(n), "value")
         self.colour_trait.observe(self._colour_trait_changed, "value")
-        for control in (
-            self.positions,
-            self.colour_layer,
-            self.max_new_tokens,
-            self.temperature,
-            self.top_p,
-            self.seed,
-        ):
+        self.colour_layer.observe(lambda _: self.refresh(recolour=True), "value")
+        self.lock_scale.observe(self._lock_changed, "value")
+        sampling = (self.max_new_tokens, self.temperature, self.top_p, self.seed)
+        for control in (self.positions, *sampling):
             control.observe(lambda _: self.refresh(), "value")
         self.run_button.on_click(lambda _: self.refresh())
-        self.stop_button.on_click(lambda _: self._runner.cancel())
+        self.stop_button.on_click(lambda _: self.stop())
 
     def _mode_changed(self, change: dict[str, Any]) -> None:
         low, high = RANGES[change["new"]]
@@ -245,7 +232,12 @@ class SteeringPanel(w.VBox):
         target = next(t for t in self.targets if t.name == change["new"])
         self.colour_layer.options = sorted(target.vectors)
         self.colour_layer.value = self._readout_layer(target.name)
-        self.refresh()
+        self.refresh(recolour=True)
+
+    def _lock_changed(self, change: dict[str, Any]) -> None:
+        self._scale.lock((self.colour_trait.value, self.colour_layer.value), change["new"])
+        if self._shown is not None:
+            self._show(self._shown)
 
     def config(self) -> GenerationConfig:
         """The generation settings the controls show."""
@@ -271,31 +263,60 @@ class SteeringPanel(w.VBox):
             self.readouts[target.name].value = f"<span class='tl-readout'>{text}</span>"
 
     # ----- running --------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Restart generation with the current settings (debounced, cancels the one running)."""
+    def refresh(self, recolour: bool = False) -> None:
+        """Restart generation with the current settings (debounced, cancels the one running).
+
+        ``recolour=True`` (the colour trait or layer changed): when the texts shown are
+        finished and were made with the current settings, only re-project them.
+        """
         self._update_readouts()
         try:
             prompt = self.prompt.value.strip()
             if not prompt:
                 raise ValueError("the prompt is empty; type a question in the box above")
+            settings = self._settings()
+            same = self._final and self._shown is not None and self._shown.settings == settings
             request = Request(
                 prompt,
                 self.specs(),
                 self.config(),
                 (self.colour_trait.value, self.colour_layer.value),
                 self._label(),
+                kind="recolour" if recolour and same else "generate",
+                settings=settings,
             )
         except (ValueError, TypeError, KeyError) as exc:
             self._failed(exc)
             return
         self.error = None
-        self._set_status(f"queued: {html.escape(request.label)}")
+        self._ticket += 1
+        request.ticket = self._ticket
+        self._set_state("queued", request)
         self._runner.submit(request)
 
+    def stop(self) -> None:
+        """Stop the generation running or queued (the status then says stopped)."""
+        if not self._runner.busy:
+            return
+        self._runner.cancel()
+        self._set_state("stopped", None)
+
+    def _settings(self) -> tuple[Any, ...]:
+        """What the steered text depends on (not the colour)."""
+        sliders = tuple((n, s.value, self.layers[n].value) for n, s in self.sliders.items())
+        where = (self.prompt.value.strip(), self.mode.value, self.positions.value)
+        return (*where, sliders, repr(self.config()))
+
     def _label(self) -> str:
-        active = [f"{n} {s.value:+.2f}" for n, s in self.sliders.items() if s.value != 0]
-        where = "" if len(self.targets) > 1 else f" @ L{self.layers[self.targets[0].name].value}"
-        return f"{self.mode.value}: {', '.join(active) or 'nothing'}{where}"
+        """The run in one line: mode, values and layers, position, sampling and prompt."""
+        return run_title(
+            self.mode.value,
+            {name: slider.value for name, slider in self.sliders.items()},
+            {t.name: layers_text(t, self.layers[t.name].value) for t in self.targets},
+            self.positions.value,
+            self.config(),
+            self.prompt.value,
+        )
 
     def wait(self, timeout: float | None = 300) -> bool:
         """Block until the current generation is done (for scripts and tests)."""
@@ -312,69 +333,99 @@ class SteeringPanel(w.VBox):
         target = next(t for t in self.targets if t.name == colour[0])
         return ProjectionSpec({colour[1]: target.vectors[colour[1]]})
 
+    def _reproject(self, request: Request, keys: list[str]) -> None:
+        """Recolour these rows' tokens with ``request.colour`` by one forward pass."""
+        colour = self._colour_spec(request.colour)
+        recolour_rows(self.backend, self._rows, keys, request, colour, self._lock)
+
     def _generate(self, request: Request, cancel: threading.Event) -> None:
         started = time.monotonic()
         self.timing = {"debounce_and_queue": started - request.submitted}
+        if request.kind == "recolour":
+            self._set_state("recolouring", request)
+            self._reproject(request, ["baseline", "steered"])
+            self.timing["total"] = time.monotonic() - request.submitted
+            self._shown = request
+            self._show(request)
+            self._set_state(self._finished_word, request)
+            return
+        self._set_state("generating", request)
+        self._final = False
         cached = (
             self._baseline if self._baseline and self._baseline[0] == request.baseline_key else None
         )
         keys = ["steered"] if cached else ["baseline", "steered"]
         with self._lock:
             self._rows = {"baseline": cached[1] if cached else Row(), "steered": Row()}
+        if cached and cached[1].colour != request.colour:
+            self._reproject(request, ["baseline"])
         specs = request.specs
         if not cached:
             specs = [replace(s, rows=[1]) for s in specs]
-        prompts = [request.prompt] * len(keys)
         layer = request.colour[1]
         stream = self.backend.stream(
-            prompts,
+            [request.prompt] * len(keys),
             request.config,
             specs,
             projection=self._colour_spec(request.colour),
             cancel=cancel,
         )
+        self._shown = request
         for event in stream:
             with self._lock:
                 for i, key in enumerate(keys):
                     absorb(self._rows[key], event, i, layer)
+                    self._rows[key].colour = request.colour
             if "first_token" not in self.timing and any(t is not None for t in event.token_ids):
                 self.timing["first_token"] = time.monotonic() - request.submitted
             self._show(request)
         elapsed = time.monotonic() - started
-        done = "cancelled" if cancel.is_set() else "done"
+        word = "stopped" if cancel.is_set() else "done"
         with self._lock:
             for key in keys:
                 row = self._rows[key]
+                row.complete = not cancel.is_set()
                 rate = len(row.ids) / elapsed if elapsed > 0 else 0.0
-                row.status = f"{done} · {len(row.ids)} tokens · {elapsed:.1f} s · {rate:.1f} tok/s"
+                row.status = f"{word} · {len(row.ids)} tokens · {elapsed:.1f} s · {rate:.1f} tok/s"
             if not cancel.is_set() and not cached:
                 self._baseline = (request.baseline_key, self._rows["baseline"])
         self.timing["total"] = time.monotonic() - request.submitted
         self.timing["tokens"] = float(len(self._rows["steered"].ids))
+        self._finished_word, self._final = word, True
         self._show(request)
-        if not cancel.is_set():
-            self._set_status(f"{done}: {html.escape(request.label)}")
+        self._set_state(word, request)
 
     def _show(self, request: Request) -> None:
         with self._lock:
             rows = {k: (list(map(tuple, r.pieces)), r.status) for k, r in self._rows.items()}
-        scores = [abs(s) for pieces, _ in rows.values() for _, s in pieces if s is not None]
-        self.stream.scale = max(0.05, max(scores, default=0.0))
-        self.stream.label = f"cosine with {request.colour[0]} @ L{request.colour[1]}"
-        self.stream.set_columns(
-            [
-                ("baseline", "baseline (no steering)", rows["baseline"][0], rows["baseline"][1]),
-                ("steered", f"steered — {request.label}", rows["steered"][0], rows["steered"][1]),
-            ]
-        )
+            complete = self._rows["baseline"].complete
+        scores = {k: [s for _, s in pieces] for k, (pieces, _) in rows.items()}
+        scale = self._scale.current(request.colour, scores["baseline"], scores["steered"], complete)
+        with self.stream.hold_sync():
+            self.stream.scale, self.stream.scale_note = scale
+            self.stream.label = f"cosine with {request.colour[0]} @ L{request.colour[1]}"
+            self.stream.set_columns(stream_columns(rows, request))
 
     def _failed(self, exc: BaseException) -> None:
-        self.error = exc
+        self.error, self.state = exc, "error"
         message = html.escape(f"{type(exc).__name__}: {exc}")
-        self._set_status(f"<span class='tl-error' style='color:#b00020'>{message}</span>")
+        self._write_status("error", f"<span class='tl-error'>{message}</span>")
 
-    def _set_status(self, text: str) -> None:
-        self.status.value = f"<div class='tl-status-text'>{text}</div>"
+    def _set_state(self, state: str, request: Request | None) -> None:
+        """Show ``state`` when ``request`` is the latest one (an older job keeps quiet)."""
+        if request is None and self.state not in ("queued", "generating", "recolouring"):
+            return  # the Stop button with nothing to stop: keep what the status says
+        if request is not None and request.ticket != self._ticket:
+            return
+        shown = self._shown.label if self._shown else "nothing yet"
+        label = f": {request.label}" if request else f": {shown}"
+        if request is None and self.state == "queued":
+            label = f" before it started · the texts below: {shown}"
+        self.state = state
+        self._write_status(state, html.escape(f"{state}{label}"))
+
+    def _write_status(self, state: str, text: str) -> None:
+        self.status.value = f"<div class='tl-status-text' data-state='{state}'>{text}</div>"
 
     # ----- results --------------------------------------------------------------------------
     @property
@@ -394,5 +445,6 @@ class SteeringPanel(w.VBox):
         """Per-token cosine of the baseline and steered replies (what the export bar saves)."""
         with self._lock:
             rows = {k: list(r.pieces) for k, r in self._rows.items()}
-        title = f"{self._label()} — {self.stream.label}"
+        made = self._shown.label if self._shown is not None else self._label()
+        title = f"{made} — {pole_legend(self.stream.label)}"
         return steering_figure(rows, title)

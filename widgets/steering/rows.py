@@ -19,27 +19,42 @@ from typing import Any
 import plotly.graph_objects as go
 
 from trait_lab.generation import GenerationConfig, SteeringSpec, StreamToken
+from widgets.steering.labels import sampling_text
 
 
 @dataclass
 class Request:
+    """One job for the panel's runner: generate (``kind="generate"``) or recolour the texts
+    shown (``"recolour"``). ``settings`` identifies what the steered text depends on (prompt,
+    sliders, layers, mode, positions, sampling); ``ticket`` orders requests, so only the latest
+    one writes the status line."""
+
     prompt: str
     specs: list[SteeringSpec]
     config: GenerationConfig
     colour: tuple[str, int]
     label: str
     submitted: float = field(default_factory=time.monotonic)
+    kind: str = "generate"
+    settings: tuple[Any, ...] = ()
+    ticket: int = 0
 
     @property
     def baseline_key(self) -> tuple[Any, ...]:
-        return (self.prompt, repr(self.config), self.colour)
+        """What the baseline depends on: the prompt and the sampling (not the colour)."""
+        return (self.prompt, repr(self.config))
 
 
 @dataclass
 class Row:
+    """One column's tokens; ``colour`` is the (trait, layer) its cosines are with, and
+    ``complete`` is set once the row finished without being stopped."""
+
     ids: list[int] = field(default_factory=list)
     pieces: list[list[Any]] = field(default_factory=list)  # [text, cosine or None]
     status: str = ""
+    colour: tuple[str, int] | None = None
+    complete: bool = False
 
 
 def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
@@ -53,6 +68,25 @@ def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
         row.ids.append(int(token))
         row.pieces.append([event.texts[i], cosine])
     row.status = f"generating… {len(row.ids)} tokens"
+
+
+def stream_columns(
+    rows: dict[str, tuple[list[tuple[str, float | None]], str]], request: Request
+) -> list[tuple[str, str, list[tuple[str, float | None]], str]]:
+    """The ``TokenStream`` columns: ``rows`` is ``{key: (pieces, status)}``; the titles name
+    the sampling and, for the steered text, everything ``request.label`` says.
+
+    Example:
+        >>> from trait_lab.generation import GenerationConfig
+        >>> req = Request("Hi", [], GenerationConfig(), ("joy", 3), "add: joy +0.50 @ L3")
+        >>> [c[1] for c in stream_columns({"baseline": ([], ""), "steered": ([], "")}, req)]
+        ['baseline (no steering) · greedy', 'steered — add: joy +0.50 @ L3']
+    """
+    base = f"baseline (no steering) · {sampling_text(request.config)}"
+    return [
+        ("baseline", base, *rows["baseline"]),
+        ("steered", f"steered — {request.label}", *rows["steered"]),
+    ]
 
 
 def steering_figure(rows: dict[str, list[list[Any]]], title: str) -> go.Figure:
