@@ -50,7 +50,11 @@ if TYPE_CHECKING:  # editors and mypy see the real types; at run time names load
         load_record as load_record,
         research_calibration as research_calibration,
         run_inference as run_inference,
+        top_spans as top_spans,
+        trait_correlation as trait_correlation,
         trait_matrix as trait_matrix,
+        variant_difference as variant_difference,
+        velocity as velocity,
     )
     from trait_lab.evaluation import (
         JudgeItem as JudgeItem,
@@ -294,6 +298,10 @@ _EXPORTS: dict[str, str] = {
     "research_calibration": "trait_lab.dynamics",
     "MassiveDimCollector": "trait_lab.dynamics",
     "load_per_token": "trait_lab.dynamics",
+    "top_spans": "trait_lab.dynamics",
+    "trait_correlation": "trait_lab.dynamics",
+    "variant_difference": "trait_lab.dynamics",
+    "velocity": "trait_lab.dynamics",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,7 +23,7 @@ from trait_lab.dynamics.matrix import trait_matrix
 from trait_lab.dynamics.records import RecordError, build_record
 from trait_lab.testing import tiny_model
 from widgets.common.export import find_chromium
-from widgets.dynamics.figures import dynamics_figure, read, record_label, token_labels
+from widgets.dynamics.figures import MAX_WIDTH, dynamics_figure, read, record_label, token_labels
 from widgets.dynamics.view import TraitDynamics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,9 +59,16 @@ def massive(setup):
     vector = torch.randn(32, generator=gen, dtype=torch.float64)
     vector[3] = 2.0
     traits = {"t": {layer: [(1.0, vector)] for layer in acts}}
-    rec = build_record("hello how are", "you fine thanks", prompt_ids, response_ids, tok, acts,
-                       traits, CALIBRATION)  # fmt: skip
+    rec = build_record(
+        "hello how are", "you fine thanks", prompt_ids, response_ids, tok, acts, traits, CALIBRATION
+    )
     return rec, acts, vector
+
+
+def part(view: TraitDynamics, css: str):
+    """The one child of the view with CSS class ``css``."""
+    (found,) = [c for c in view.children if css in c._dom_classes]
+    return found
 
 
 def z(view: TraitDynamics) -> np.ndarray:
@@ -92,8 +99,9 @@ class TestMatchesTraitMatrix:
         view.clean.value, view.mode.value = clean, mode
         for smoothing, centre in itertools.product((1, 3, 5, 7, 9), (False, True)):
             view.smoothing.value, view.centre.value = smoothing, centre
-            expect_layers_view(view, rec, "t", clean=clean, mode=mode, smoothing=smoothing,
-                               centre=centre)  # fmt: skip
+            expect_layers_view(
+                view, rec, "t", clean=clean, mode=mode, smoothing=smoothing, centre=centre
+            )
 
     @pytest.mark.parametrize("clean", CLEAN_OPTIONS)
     def test_layer_subsets(self, records, clean: str) -> None:
@@ -105,7 +113,7 @@ class TestMatchesTraitMatrix:
 
     def test_each_control_changes_the_figure_in_place(self, records) -> None:
         view = TraitDynamics(records)
-        figure, wrapper = view.figure, view.children[-2]
+        figure, wrapper = view.figure, part(view, "tl-dynamics-figure")
         settings: dict = {}
         steps = [
             ("mode", "raw"),
@@ -201,8 +209,9 @@ class TestLayout:
             shown = view.shown()
             assert shown.rows == names
             for row, name in enumerate(names):
-                _, values, norms = trait_matrix(rec, name, clean="top5",
-                                                mode="normalized", layers=[layer])  # fmt: skip
+                _, values, norms = trait_matrix(
+                    rec, name, clean="top5", mode="normalized", layers=[layer]
+                )
                 np.testing.assert_array_equal(shown.values[row], values[0])
                 np.testing.assert_array_equal(shown.norms[row], norms[0])
             assert f"L{layer}" in view.figure.layout.title.text
@@ -238,10 +247,20 @@ class TestLayout:
 
     def test_controls_have_css_classes(self, records) -> None:
         view = TraitDynamics(records)
-        for name in ("record", "trait", "view", "clean", "mode", "smoothing", "centre",
-                     "layers", "layer"):  # fmt: skip
+        for name in (
+            "record",
+            "trait",
+            "view",
+            "clean",
+            "mode",
+            "smoothing",
+            "centre",
+            "layers",
+            "layer",
+        ):
             assert f"tl-{name}" in getattr(view, name)._dom_classes
-        assert "tl-dynamics-figure" in view.children[-2]._dom_classes
+        assert view.figure in part(view, "tl-dynamics-figure").children
+        assert repr(view).startswith("TraitDynamics(")  # what a notebook's text/plain shows
         assert view.mode.value == "cosine" and view.clean.value == "none"
 
     def test_labels(self) -> None:
@@ -259,13 +278,15 @@ class TestLayout:
 class TestLive:
     def test_run_appends_the_project_prompts_record(self, setup, records) -> None:
         model, tok, traits = setup
-        view = TraitDynamics.live(model, tok, traits, CALIBRATION, records=records[:1],
-                                  max_new_tokens=4)  # fmt: skip
+        view = TraitDynamics.live(
+            model, tok, traits, CALIBRATION, records=records[:1], max_new_tokens=4
+        )
         assert "tl-prompt" in view.prompt._dom_classes and "tl-run" in view.run_button._dom_classes
         view.prompt.value = "the cat sat"
         view.run_button.click()
-        (expected,) = project_prompts(model, tok, ["the cat sat"], traits, CALIBRATION,
-                                      max_new_tokens=4)  # fmt: skip
+        (expected,) = project_prompts(
+            model, tok, ["the cat sat"], traits, CALIBRATION, max_new_tokens=4
+        )
         assert len(view.records) == 2 and view.record.value == 1
         assert view.records[1] == expected
         expect_layers_view(view, expected, "t")
@@ -298,7 +319,11 @@ class TestExport:
         view.export_bar.format.value = "html"
         path = view.export_bar.save()
         assert path == tmp_path / "dynamics.html" and path.exists()
-        assert html_title(path.read_text()) == "t · cosine · No cleaning"
+        last = records[0].n_tokens - 1
+        assert html_title(path.read_text()) == (
+            f"t · cosine · No cleaning · layers L0, L1, L2 · tokens 0–{last}"
+            "<br><sup>prompt “hello how are you”</sup>"
+        )
 
     @pytest.mark.skipif(find_chromium() is None, reason="static export needs chromium")
     def test_png(self, records, tmp_path) -> None:
@@ -358,3 +383,198 @@ class TestBadInput:
         view.layers.value = (1,)
         assert view.status.value == ""
         expect_layers_view(view, records[0], "t", layers=[1])
+
+
+# --- issue 15: colour convention, fit, layer rows, skip, NaN-free layouts, new panels -----------
+
+
+def long_record(n: int = 120, boundary: int = 20, seed: int = 3):
+    """A synthetic record of ``n`` tokens at 6 layers whose first token is huge (a sink)."""
+    gen = torch.Generator().manual_seed(seed)
+    tok = type(
+        "Tok", (), {"convert_ids_to_tokens": staticmethod(lambda ids: [f"w{i}" for i in ids])}
+    )
+    layers = (0, 2, 4, 6, 8, 10)
+    acts = {layer: torch.randn(n, 32, generator=gen, dtype=torch.float64) for layer in layers}
+    for h in acts.values():
+        h[0] *= 200.0
+    traits = {
+        "t": {layer: [(1.0, torch.randn(32, generator=gen))] for layer in layers},
+        "u": {layer: [(1.0, torch.randn(32, generator=gen))] for layer in layers},
+    }
+    ids = list(range(1, n + 1))
+    return build_record(
+        "a long prompt",
+        "a long reply",
+        ids[:boundary],
+        ids[boundary:],
+        tok,
+        acts,
+        traits,
+        CALIBRATION,
+    )
+
+
+def nan_paths(obj, path: str = "") -> list[str]:
+    """Where a NaN (or infinity) sits in a plotly JSON dict (None is allowed)."""
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in nan_paths(v, f"{path}.{k}")]
+    if isinstance(obj, list | tuple):
+        return [p for i, v in enumerate(obj) for p in nan_paths(v, f"{path}[{i}]")]
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f" and not np.isfinite(obj).all():
+            return [path]
+        if obj.dtype == object:
+            return nan_paths(obj.tolist(), path)
+        return []
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return [path]
+    return []
+
+
+def plain(fig) -> dict:
+    """A figure as JSON-comparable data, trace uids dropped."""
+    data = json.loads(fig.to_json())
+    for trace in data["data"]:
+        trace.pop("uid", None)
+    return data
+
+
+class TestIssue15:
+    def test_red_means_positive_and_the_colour_bar_says_so(self, records) -> None:
+        from plotly.colors import get_colorscale
+
+        view = TraitDynamics(records)
+        trace = view.figure.data[0]
+        assert [c for _, c in trace.colorscale] == [c for _, c in get_colorscale("RdBu_r")]
+        low, high = trace.colorscale[0][1], trace.colorscale[-1][1]
+        red = lambda c: int(c[4:-1].split(",")[0]) > int(c[4:-1].split(",")[2])  # noqa: E731
+        assert red(high) and not red(low)
+        assert trace.zmid == 0 and trace.zmin == -trace.zmax
+        legend = trace.colorbar.title.text.replace("<br>", " ")
+        assert legend == "cosine (red = positive pole, blue = negative)"
+
+    def test_long_record_fits_the_output_area_and_shows_every_layer(self) -> None:
+        rec = long_record()
+        view = TraitDynamics([rec])
+        assert view.figure.layout.width <= MAX_WIDTH <= 940
+        assert view.details.layout.width == view.figure.layout.width
+        assert view.layers.rows == len(view.layers.options) == 6
+
+    def test_skip_first_drops_the_sink_from_values_and_normalisation(self) -> None:
+        rec = long_record()
+        view = TraitDynamics([rec], mode="normalized")
+        full = z(view)
+        view.skip.value = 1
+        skipped = z(view)
+        assert skipped.shape == (6, rec.n_tokens - 1)
+        assert np.abs(skipped).max() < np.abs(full).max() / 5  # the range is no longer washed out
+        expect_x = token_labels(rec.tokens[1:], start=1)
+        assert list(view.figure.data[0].x) == expect_x
+        for row, layer in enumerate(sorted(rec.projections["t"])):  # independent: numpy
+            s = np.array(rec.projections["t"][layer])[1:]
+            n = np.array(rec.norms[layer])[1:]
+            np.testing.assert_allclose(skipped[row], s / n[rec.boundary - 1 :].mean())
+        (line,) = view.figure.layout.shapes
+        assert line.x0 == rec.boundary - 1 - 0.5
+        assert "tokens 1–119 (first 1 skipped)" in view.figure.layout.title.text
+
+    def test_no_nan_anywhere_and_a_sequence_equals_a_fresh_figure(self) -> None:
+        rec = long_record()
+        view = TraitDynamics([rec, long_record(seed=4)])
+        steps = [
+            ("view", "lines"),
+            ("skip", 3),
+            ("view", "tokens × traits"),
+            ("layer", 4),
+            ("mode", "raw"),
+            ("view", "lines"),
+            ("view", "tokens × layers"),
+            ("clean", "all"),
+            ("record", 1),
+            ("layers", (2, 6)),
+            ("smoothing", 3),
+        ]
+        for name, value in steps:
+            getattr(view, name).value = value
+            for fig in (view.figure, view.details):
+                assert nan_paths(fig.to_plotly_json()) == [], name
+        fresh = TraitDynamics(
+            [rec, long_record(seed=4)], mode="raw", clean="all", smoothing=3, skip=3
+        )
+        fresh.record.value, fresh.layers.value, fresh.layer.value = 1, (2, 6), 4
+        assert plain(view.figure) == plain(fresh.figure)
+        assert plain(view.details) == plain(fresh.details)
+
+    def test_velocity_and_magnitude_panels(self, records) -> None:
+        rec = records[1]
+        view = TraitDynamics(records, skip=1)
+        view.record.value = 1
+        values = z(view)
+        velocity = [t for t in view.details.data if t.name.startswith("Δ")]
+        magnitude = [t for t in view.details.data if t.name.startswith("‖h‖")]
+        assert [t.name for t in velocity] == ["Δ L0", "Δ L1", "Δ L2"]
+        for trace, row in zip(velocity, values, strict=True):
+            np.testing.assert_allclose(trace.y, [row[i + 1] - row[i] for i in range(len(row) - 1)])
+            np.testing.assert_array_equal(trace.x, np.arange(1, len(row)))
+        for trace, layer in zip(magnitude, (0, 1, 2), strict=True):
+            np.testing.assert_allclose(trace.y, np.array(rec.norms[layer])[1:])
+        view.view.value = "tokens × traits"
+        assert [t.name for t in view.details.data] == ["Δ t", "‖h‖ L0"]  # only t has L0
+        view.layer.value = 1
+        assert [t.name for t in view.details.data] == ["Δ t", "Δ u", "‖h‖ L1"]
+
+    def test_titles_name_prompt_and_sampling(self, records) -> None:
+        view = TraitDynamics(records, sampling=["greedy", "temperature 0.8, seed 1"])
+        assert "prompt “hello how are you” · greedy" in view.figure.layout.title.text
+        view.record.value = 1
+        assert "temperature 0.8, seed 1" in view.figure.layout.title.text
+        with pytest.raises(ValueError, match="sampling has 1 entries for 2 records"):
+            TraitDynamics(records, sampling=["greedy"])
+
+
+class TestAnalyses:
+    def test_top_spans_table_lists_the_best_windows(self, records) -> None:
+        view = TraitDynamics(records)
+        view.analyses.selected_index = 0
+        view.analyses.span_width.value = 2
+        view.analyses.span_layer.value = 1
+        best = []
+        for i, rec in enumerate(records):  # independent: every response window, numpy
+            x = np.array(rec.projections["t"][1]) / np.array(rec.norms[1])
+            for s in range(rec.boundary, rec.n_tokens - 1):
+                best.append((x[s : s + 2].mean(), i, s))
+        top = max(best)
+        first_row = view.analyses.spans.value.split("<tr>")[2]
+        assert f"<td>{top[1]}: " in first_row and f"{top[2]}–{top[2] + 1}" in first_row
+        assert f"{top[0]:+.3f}" in first_row
+
+    def test_difference_of_two_records(self, records) -> None:
+        view = TraitDynamics(records, compare=(1, 0), mode="raw")
+        view.analyses.selected_index = 1
+        a, b = records[1], records[0]
+        (trace,) = view.analyses.difference.data
+        before = min(a.boundary, b.boundary)
+        after = min(a.n_tokens - a.boundary, b.n_tokens - b.boundary)
+        for row, layer in enumerate((0, 1, 2)):
+            x, y = np.array(a.projections["t"][layer]), np.array(b.projections["t"][layer])
+            expected = [x[a.boundary + i] - y[b.boundary + i] for i in range(-before, after)]
+            np.testing.assert_allclose(trace.z[row], expected)
+        assert trace.colorscale == view.figure.data[0].colorscale
+        view.analyses.diff_b.value = 1
+        assert "same record" in view.analyses.status.value
+
+    def test_correlation_matrix_equals_numpy_corrcoef(self, records) -> None:
+        view = TraitDynamics(records)
+        view.analyses.selected_index = 2
+        view.analyses.corr_layer.value = 2
+        (trace,) = view.analyses.correlation.data
+        pooled = [
+            np.stack([np.array(r.projections[t][2]) / np.array(r.norms[2]) for t in ("t", "u")])[
+                :, r.boundary :
+            ]
+            for r in records
+        ]
+        np.testing.assert_allclose(trace.z, np.corrcoef(np.concatenate(pooled, 1)), atol=1e-12)
+        assert (trace.zmin, trace.zmax) == (-1.0, 1.0)
+        assert nan_paths(view.analyses.correlation.to_plotly_json()) == []

@@ -1,5 +1,6 @@
 """Token-by-token dynamics: massive dims, calibration, cleaning, projection
-records, research-mode per-token output and inference.
+records, research-mode per-token output, inference, and the analyses of a view (velocity,
+magnitude, top spans, variant differences, trait correlation).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from trait_lab.dynamics.cleaning import (
     dims_to_clean,
     smooth,
 )
+from trait_lab.dynamics.correlation import (
+    pearson_rows,
+    trait_correlation,
+)
 from trait_lab.dynamics.inference import (
     TraitInput,
     VectorLoader,
@@ -42,6 +47,7 @@ from trait_lab.dynamics.massive import (
     load_calibration,
 )
 from trait_lab.dynamics.matrix import (
+    skip_first,
     trait_matrix,
 )
 from trait_lab.dynamics.per_token import (
@@ -58,18 +64,34 @@ from trait_lab.dynamics.records import (
     build_record,
     load_record,
 )
+from trait_lab.dynamics.spans import (
+    PARTS,
+    Span,
+    top_spans,
+)
 from trait_lab.dynamics.summary import (
     TOP_N,
     calibration_summary,
     cleaning_dims,
 )
+from trait_lab.dynamics.token_stats import (
+    activation_magnitude,
+    velocity,
+)
+from trait_lab.dynamics.variants import (
+    ALIGNMENTS,
+    Difference,
+    variant_difference,
+)
 
 __all__ = [
+    "ALIGNMENTS",
     "CALIBRATION_SCHEMA",
     "CLEAN_LABELS",
     "CLEAN_OPTIONS",
     "MODES",
     "NEUTRAL_PROMPTS",
+    "PARTS",
     "PER_TOKEN_NAME",
     "PER_TOKEN_SCHEMA",
     "PROJECTION_SCHEMA",
@@ -77,12 +99,15 @@ __all__ = [
     "TOP_N",
     "ArrayT",
     "CalibrationError",
+    "Difference",
     "MassiveDimCollector",
     "Members",
     "ProjectionRecord",
     "RecordError",
+    "Span",
     "TraitInput",
     "VectorLoader",
+    "activation_magnitude",
     "apply_mode",
     "build_record",
     "calibrate",
@@ -100,12 +125,18 @@ __all__ = [
     "load_per_token",
     "load_record",
     "passive_collector",
+    "pearson_rows",
     "per_token_values",
     "project_prompts",
     "records_dir",
     "research_calibration",
     "resolve_traits",
     "run_inference",
+    "skip_first",
     "smooth",
+    "top_spans",
+    "trait_correlation",
     "trait_matrix",
+    "variant_difference",
+    "velocity",
 ]

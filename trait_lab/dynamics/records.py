@@ -232,10 +232,8 @@ class ProjectionRecord:
             >>> s, n = rec.cleaned("optimism", 9, "top5")  # doctest: +SKIP
             >>> cosine = s / n  # doctest: +SKIP
         """
-        scores, norms = self.raw(trait, layer)
-        dims = dims_to_clean(_as_calibration(self.calibration), option)
-        cols = [self.candidate_dims.index(d) for d in dims]
-        values = np.asarray(self.dim_values[layer], float)[:, cols]
+        scores, _ = self.raw(trait, layer)
+        _, cols, values = self._clean_values(layer, option)
         out = scores
         members = zip(self.weights[trait][layer], self.vector_dims[trait][layer], strict=True)
         for weight, vd in members:
@@ -244,7 +242,25 @@ class ProjectionRecord:
             # its norm: clean_projection's normalisation leaves the candidate values unchanged.
             proxy = np.append(v, math.sqrt(max(0.0, 1.0 - float(v @ v))))
             out = out + weight * clean_projection(np.zeros_like(scores), values, proxy, cols)
-        return out, clean_norms(norms, values, dims)
+        return out, self.cleaned_norms(layer, option)
+
+    def _clean_values(self, layer: int, option: str) -> tuple[list[int], list[int], np.ndarray]:
+        dims = dims_to_clean(_as_calibration(self.calibration), option)
+        cols = [self.candidate_dims.index(d) for d in dims]
+        return dims, cols, np.asarray(self.dim_values[layer], float)[:, cols]
+
+    def cleaned_norms(self, layer: int, option: str) -> np.ndarray:
+        """The residual norms ``‖h‖`` at ``layer`` with the option's massive dims removed.
+
+        Example:
+            >>> from trait_lab.testing import tiny_record
+            >>> tiny_record().cleaned_norms(4, "none").shape
+            (3,)
+        """
+        if layer not in self.norms:
+            raise KeyError(f"no layer {layer} in this record; layers: {sorted(self.norms)}")
+        dims, _, values = self._clean_values(layer, option)
+        return clean_norms(np.asarray(self.norms[layer], float), values, dims)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (layer keys as strings)."""

@@ -1,10 +1,12 @@
-"""What the trait-dynamics view draws, built only from :func:`trait_lab.dynamics.trait_matrix`.
+"""Trait-dynamics figures: a :class:`~widgets.dynamics.panels.Panel` drawn into plotly.
 
-A :class:`Panel` holds the rows, values and norms of one view of a record (tokens × layers for
-one trait, tokens × traits at one layer, or one line per layer) plus the labels that go with
-them. :func:`draw` puts a panel into a plotly figure *in place* (a ``FigureWidget`` keeps its
-identity, so a notebook's output updates without flicker); :func:`read` gets back what a figure
-shows, so tests can compare it with ``trait_matrix``.
+:func:`draw` puts a panel into a plotly figure *in place* (a ``FigureWidget`` keeps its
+identity, so a notebook's output updates without flicker) and rebuilds the whole layout each
+time (axes, shapes, notes), so a figure after any sequence of changes equals one drawn fresh.
+Heatmaps use the one colour convention of :mod:`widgets.common.colours` (``SIGNED_SCALE``: red =
+toward the positive pole) and say so in the colour bar; nothing in a figure is NaN (a missing
+z value is ``None``). :func:`read` gets back what a figure shows, so tests can compare it with
+``trait_matrix``.
 
 Example:
     >>> from trait_lab.testing import tiny_record
@@ -18,9 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +27,34 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from trait_lab.dynamics import CLEAN_LABELS, ProjectionRecord, trait_matrix
+from trait_lab.dynamics import ProjectionRecord
+from widgets.common.colours import SIGNED_SCALE, pole_legend
+from widgets.common.figures import replace_figure
+from widgets.dynamics.panels import (
+    Panel,
+    layers_panel,
+    record_label,
+    token_labels,
+    traits_panel,
+)
 
 __all__ = [
+    "MARGIN",
+    "MAX_WIDTH",
     "VIEWS",
     "Panel",
     "Shown",
+    "boundary_marks",
+    "colour_bar_title",
     "draw",
     "dynamics_figure",
+    "figure_width",
     "layers_panel",
+    "none_for_nan",
     "read",
     "record_label",
+    "signed_heatmap",
+    "token_axis",
     "token_labels",
     "traits_panel",
 ]
@@ -46,8 +62,15 @@ __all__ = [
 VIEWS: tuple[str, ...] = ("tokens × layers", "tokens × traits", "lines")
 """The view's layouts: a heatmap per trait, a heatmap per layer, or one line per layer."""
 
-_VALUE_TITLES = {"raw": "projection h·v̂", "normalized": "h·v̂ ÷ mean norm", "cosine": "cosine"}
-_TOKEN_CHARS = {"Ġ": " ", "▁": " ", "Ċ": "↵", "ĉ": "⇥"}
+MAX_WIDTH = 940
+"""Widest figure in px: fits JupyterLab's ~970 px output area with the colour bar on show."""
+
+MARGIN = {"l": 110, "r": 170, "t": 80, "b": 40}
+"""Margins of the heatmap and of the panels under it (its colour bar sits in the right margin),
+so token columns line up."""
+
+_TICK_PX = 13  # a vertical size-10 tick label needs ~13 px to stay clear of its neighbours
+_FRAME_PX = 280  # left margin + right margin (with the colour bar)
 
 
 @dataclass(frozen=True)
@@ -59,173 +82,74 @@ class Shown:
     norms: np.ndarray
 
 
-@dataclass(frozen=True)
-class Panel:
-    """One view of one record, ready to draw: ``values``/``norms`` are ``[rows, tokens]``."""
-
-    kind: str
-    rows: list[str]
-    values: np.ndarray
-    norms: np.ndarray
-    tokens: list[str]
-    boundary: int
-    title: str
-    row_title: str
-    value_title: str
-
-
-def token_labels(tokens: Sequence[str], width: int = 12) -> list[str]:
-    """Unique, readable x labels ``"<position>:<token>"`` (byte-level BPE markers shown as
-    space / ↵, HTML-escaped so plotly does not take ``<|im_start|>`` for a tag).
+def none_for_nan(values: Any) -> Any:
+    """``values`` as plotly data: finite arrays unchanged, otherwise nested lists with ``None``
+    where a value is NaN or infinite (plotly draws a gap; NaN would reach the browser).
 
     Example:
-        >>> token_labels(["<s>", "Ġhello", "Ċ"])
-        ['0:&lt;s&gt;', '1: hello', '2:↵']
+        >>> none_for_nan(np.array([[1.0, np.nan]]))
+        [[1.0, None]]
     """
-    out = []
-    for i, token in enumerate(tokens):
-        text = "".join(_TOKEN_CHARS.get(c, c) for c in token)
-        text = text if len(text) <= width else text[: width - 1] + "…"
-        text = html.escape(text, quote=False)
-        out.append(f"{i}:{text}")
-    return out
+    arr = np.asarray(values, dtype=float)
+    if np.isfinite(arr).all():
+        return arr
+    return np.where(np.isfinite(arr), arr, None).tolist()
 
 
-def record_label(record: ProjectionRecord, width: int = 60) -> str:
-    """The user's text of a record's prompt (chat markup and role names dropped), shortened.
+def figure_width(n_tokens: int) -> int:
+    """The figure width in px for ``n_tokens`` columns: at least 760, ~24 px per token up to 45
+    tokens, then 13 px per token, never more than :data:`MAX_WIDTH` (always a number: switching
+    between a fixed width and autosize in place breaks plotly's widget).
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> text = "<|im_start|>user\\nHello there<|im_end|>\\n<|im_start|>assistant\\n"
-        >>> record_label(SimpleNamespace(prompt=text))
-        'Hello there'
+        >>> figure_width(3), figure_width(30), figure_width(500)
+        (760, 940, 940)
     """
-
-    parts = re.split(r"<\|[^|]*\|>|</?s>|\[/?INST\]", record.prompt)
-    text = record.prompt
-    for part in reversed(parts):
-        lines = part.strip().split("\n", 1)
-        if lines[0].strip() in {"system", "user", "assistant", "model"}:
-            lines = lines[1:]
-        candidate = " ".join(" ".join(lines).split())
-        if candidate:
-            text = candidate
-            break
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    per_token = 24 if n_tokens <= 45 else _TICK_PX
+    return min(MAX_WIDTH, max(760, _FRAME_PX + per_token * n_tokens))
 
 
-def _title(what: str, mode: str, clean: str, smoothing: int, centre: bool) -> str:
-    extras = ([f"smoothed ×{smoothing}"] if smoothing > 1 else []) + (["centred"] if centre else [])
-    return " · ".join([what, mode, CLEAN_LABELS[clean], *extras])
-
-
-def layers_panel(
-    record: ProjectionRecord,
-    trait: str,
-    *,
-    kind: str = "tokens × layers",
-    clean: str = "none",
-    mode: str = "cosine",
-    smoothing: int = 1,
-    centre: bool = False,
-    layers: Sequence[int] | None = None,
-) -> Panel:
-    """One trait's layers × tokens (``kind`` ``"tokens × layers"`` or ``"lines"``).
-
-    Values and norms are exactly ``trait_matrix(record, trait, ...)`` with these arguments;
-    ``clean`` is a key (``"none"``, ``"top5"``, ``"all"``) and the title shows its label.
+def colour_bar_title(label: str) -> str:
+    """:func:`pole_legend` of ``label`` on three short lines, so it fits over a short colour
+    bar (``.replace("<br>", " ")`` gives the one-line legend back).
 
     Example:
-        >>> from trait_lab.testing import tiny_record
-        >>> rec = tiny_record()
-        >>> layers_panel(rec, "t", layers=[8]).rows
-        ['L8']
+        >>> colour_bar_title("cosine")
+        'cosine<br>(red = positive pole,<br>blue = negative)'
     """
-    if kind not in ("tokens × layers", "lines"):
-        raise ValueError(f"layers_panel draws 'tokens × layers' or 'lines', not {kind!r}")
-    chosen, values, norms = trait_matrix(
-        record,
-        trait,
-        clean=clean,
-        mode=mode,
-        smoothing=smoothing,
-        centre=centre,
-        layers=None if layers is None else list(layers),
-    )
-    return Panel(
-        kind=kind,
-        rows=[f"L{layer}" for layer in chosen],
-        values=values,
-        norms=norms,
-        tokens=record.tokens,
-        boundary=record.boundary,
-        title=_title(trait, mode, clean, smoothing, centre),
-        row_title="layer",
-        value_title=_VALUE_TITLES[mode],
-    )
+    return pole_legend(label).replace(" (", "<br>(", 1).replace(", ", ",<br>")
 
 
-def traits_panel(
-    record: ProjectionRecord,
-    layer: int,
-    *,
-    clean: str = "none",
-    mode: str = "cosine",
-    smoothing: int = 1,
-    centre: bool = False,
-) -> Panel:
-    """Every trait of the record that has ``layer``: one ``trait_matrix`` row each.
+def signed_heatmap(z: Any, limit: float, title: str, **spec: Any) -> dict[str, Any]:
+    """A heatmap trace spec in the one colour convention: ``SIGNED_SCALE`` centred on 0 over
+    ``[-limit, limit]``, the colour bar titled with :func:`pole_legend`.
 
     Example:
-        >>> from trait_lab.testing import tiny_record
-        >>> rec = tiny_record()
-        >>> traits_panel(rec, 8).rows
-        ['t']
+        >>> signed_heatmap([[1.0]], 1.0, "cosine")["colorscale"]
+        'RdBu_r'
     """
-    names = sorted(t for t, per in record.projections.items() if layer in per)
-    if not names:
-        have = sorted({lay for per in record.projections.values() for lay in per})
-        raise ValueError(f"no trait of this record has layer {layer}; layers: {have}")
-    rows, norm_rows = [], []
-    for name in names:
-        _, values, norms = trait_matrix(
-            record,
-            name,
-            clean=clean,
-            mode=mode,
-            smoothing=smoothing,
-            centre=centre,
-            layers=[layer],
-        )
-        rows.append(values[0])
-        norm_rows.append(norms[0])
-    return Panel(
-        kind="tokens × traits",
-        rows=names,
-        values=np.stack(rows),
-        norms=np.stack(norm_rows),
-        tokens=record.tokens,
-        boundary=record.boundary,
-        title=_title(f"all traits at L{layer}", mode, clean, smoothing, centre),
-        row_title="trait",
-        value_title=_VALUE_TITLES[mode],
+    limit = float(limit) if np.isfinite(limit) and limit > 0 else 1.0
+    return dict(
+        z=none_for_nan(z),
+        colorscale=SIGNED_SCALE,
+        zmid=0.0,
+        zmin=-limit,
+        zmax=limit,
+        colorbar={"title": {"text": colour_bar_title(title), "side": "top"}, "thickness": 14},
+        **spec,
     )
 
 
 def _heatmap(panel: Panel, labels: list[str]) -> dict:
-    limit = float(np.abs(panel.values).max()) if panel.values.size else 0.0
-    limit = limit if limit > 0 else 1.0
-    return dict(
-        z=panel.values,
+    finite = panel.values[np.isfinite(panel.values)]
+    limit = float(np.abs(finite).max()) if finite.size else 1.0
+    return signed_heatmap(
+        panel.values,
+        limit,
+        panel.value_title,
         x=labels,
         y=panel.rows,
-        customdata=panel.norms,
-        colorscale="RdBu",
-        zmid=0.0,
-        zmin=-limit,
-        zmax=limit,
-        colorbar={"title": {"text": panel.value_title}},
+        customdata=none_for_nan(panel.norms),
         hovertemplate=f"token %{{x}}<br>{panel.row_title} %{{y}}<br>value %{{z:.3f}}"
         "<br>norm %{customdata:.1f}<extra></extra>",
     )
@@ -237,8 +161,8 @@ def _lines(panel: Panel, labels: list[str]) -> list[dict]:
     return [
         dict(
             x=x,
-            y=panel.values[i],
-            customdata=panel.norms[i],
+            y=none_for_nan(panel.values[i]),
+            customdata=none_for_nan(panel.norms[i]),
             text=labels,
             name=row,
             mode="lines+markers",
@@ -251,87 +175,83 @@ def _lines(panel: Panel, labels: list[str]) -> list[dict]:
     ]
 
 
-_TICK_PX = 13  # a vertical size-10 tick label needs ~13 px to stay clear of its neighbours
-_MAX_WIDTH = 1100  # wider than this, labels are thinned instead of the figure growing
+def boundary_marks(boundary: int, n: int) -> tuple[list[dict], list[dict]]:
+    """The dashed line at ``boundary - 0.5`` and its "response →" note (none when the boundary
+    is outside ``(0, n)``)."""
+    if not 0 < boundary < n:
+        return [], []
+    x = boundary - 0.5
+    line = {"color": "black", "width": 2, "dash": "dash"}
+    shape = dict(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=line)
+    note = dict(x=x, y=1.0, yref="paper", text="response →", showarrow=False)
+    note.update(xanchor="left", yanchor="bottom")
+    return [shape], [note]
+
+
+def token_axis(labels: list[str], heat: bool) -> dict[str, Any]:
+    """The x axis for ``labels``: categories (heatmap) or positions with every k-th labelled,
+    so labels never overlap; hover names every token."""
+    n = len(labels)
+    shown = max(1, min(n, (figure_width(n) - _FRAME_PX) // _TICK_PX))
+    ticks: dict[str, Any] = dict(
+        tickangle=-90 if n > 30 else -45, tickfont={"size": 10 if n > 30 else 12}
+    )
+    if heat:
+        return dict(type="category", nticks=shown, **ticks)
+    every = -(-n // shown)
+    return dict(
+        type="linear",
+        tickvals=list(range(0, n, every)),
+        ticktext=labels[::every],
+        range=[-0.5, n - 0.5],  # the heatmap's range: panels under it line up
+        **ticks,
+    )
 
 
 def draw(fig: go.Figure, panel: Panel) -> None:
-    """Show ``panel`` in ``fig``, in place: traces are reused when the layout kind matches.
+    """Show ``panel`` in ``fig``, in place: traces are reused when the layout kind matches, and
+    the layout is rebuilt from scratch (nothing of an earlier view stays); a change of trace
+    kind sets the new layout before the new traces arrive.
 
     The boundary is a dashed vertical line at ``boundary - 0.5`` with a "response →" note;
-    tick labels turn vertical for long records, the height grows with the rows and the
-    width with the tokens up to 1100 px, beyond which every k-th token is labelled (so
-    labels never overlap; hover names every token).
+    tick labels turn vertical for long records, the height grows with the rows and the width
+    with the tokens up to :data:`MAX_WIDTH`, beyond which every k-th token is labelled.
     """
-    labels = token_labels(panel.tokens)
+    labels = token_labels(panel.tokens, start=panel.start)
     n = len(labels)
     heat = panel.kind != "lines"
     specs = [_heatmap(panel, labels)] if heat else _lines(panel, labels)
     trace_type = go.Heatmap if heat else go.Scatter
     same = len(fig.data) == len(specs) and all(isinstance(t, trace_type) for t in fig.data)
-    with fig.batch_update():
-        if same:
+    shapes, notes = boundary_marks(panel.boundary, n)
+    if heat:
+        yaxis = dict(type="category", title={"text": panel.row_title})
+        height = 230 + 30 * len(panel.rows)
+    else:
+        yaxis = dict(type="linear", title={"text": f"{panel.value_title} (> 0: positive pole)"})
+        height = 460
+    title = panel.title + (f"<br><sup>{panel.subtitle}</sup>" if panel.subtitle else "")
+    layout = dict(
+        title={"text": title},
+        xaxis=dict(
+            title={"text": "token"}, automargin=True, autorange=heat, **token_axis(labels, heat)
+        ),
+        yaxis=dict(automargin=True, autorange=True, **yaxis),
+        shapes=shapes,
+        annotations=notes,
+        height=height + (60 if n > 30 else 30),
+        width=figure_width(n),
+        showlegend=not heat,
+        margin=MARGIN,
+    )
+    if same:
+        with fig.batch_update():
             for trace, spec in zip(fig.data, specs, strict=True):
                 trace.update(spec, overwrite=True)
-        else:
-            fig.data = []
-            fig.add_traces([trace_type(spec) for spec in specs])
-        shapes, notes = [], []
-        if 0 < panel.boundary < n:
-            x = panel.boundary - 0.5
-            shapes = [
-                dict(
-                    type="line",
-                    x0=x,
-                    x1=x,
-                    y0=0,
-                    y1=1,
-                    yref="paper",
-                    line={"color": "black", "width": 2, "dash": "dash"},
-                )
-            ]
-            notes = [
-                dict(
-                    x=x,
-                    y=1.0,
-                    yref="paper",
-                    text="response →",
-                    showarrow=False,
-                    xanchor="left",
-                    yanchor="bottom",
-                )
-            ]
-        ticks: dict[str, Any] = dict(
-            tickangle=-90 if n > 30 else -45, tickfont={"size": 10 if n > 30 else 12}
-        )
-        xaxis: dict[str, Any]
-        width = min(_MAX_WIDTH, 160 + _TICK_PX * n) if n > 45 else None
-        shown = n if width is None else min(n, (width - 160) // _TICK_PX)
-        if heat:
-            xaxis = dict(type="category", tickvals=None, ticktext=None, nticks=shown, **ticks)
-            yaxis = dict(type="category", title={"text": panel.row_title})
-            height = 230 + 30 * len(panel.rows)
-        else:
-            every = -(-n // shown)  # label every k-th token when they would not fit
-            xaxis = dict(
-                type="linear",
-                tickvals=list(range(0, n, every)),
-                ticktext=labels[::every],
-                **ticks,
-            )
-            yaxis = dict(type="linear", title={"text": panel.value_title})
-            height = 460
-        fig.update_layout(
-            title={"text": panel.title},
-            xaxis=dict(title={"text": "token"}, automargin=True, autorange=True, **xaxis),
-            yaxis=dict(automargin=True, autorange=True, **yaxis),
-            shapes=shapes,
-            annotations=notes,
-            height=height + (60 if n > 30 else 30),
-            width=width,
-            showlegend=not heat,
-            margin={"l": 60, "r": 20, "t": 70, "b": 40},
-        )
+            fig.update_layout(layout, overwrite=True)  # whole containers: nothing stale stays
+        return
+    # A new kind of trace: redraw from scratch (old traces out, new axes, then the new traces)
+    replace_figure(fig, go.Figure([trace_type(spec) for spec in specs], layout))
 
 
 def dynamics_figure(
@@ -345,8 +265,8 @@ def dynamics_figure(
     """A static figure of one view (what :class:`~widgets.dynamics.view.TraitDynamics` draws).
 
     ``trait`` is needed by the layer views, ``layer`` by ``"tokens × traits"``; ``options``
-    (``clean``, ``mode``, ``smoothing``, ``centre``, and ``layers`` for the layer views) go to
-    ``trait_matrix``.
+    (``clean``, ``mode``, ``smoothing``, ``centre``, ``skip``, ``sampling``, and ``layers`` for
+    the layer views) go to the panel functions.
 
     Example:
         >>> dynamics_figure(None, view="grid")  # doctest: +ELLIPSIS

@@ -1,9 +1,11 @@
 """TraitDynamics: per-token trait projections of projection records, as an interactive view.
 
 Every number in the figure comes from :func:`trait_lab.dynamics.matrix.trait_matrix` (through
-:mod:`widgets.dynamics.figures`), so what the view shows is what the library computes. Live
-mode adds a prompt box and a Run button that project a new prompt with
-:func:`trait_lab.dynamics.inference.project_prompts` and show it.
+:mod:`widgets.dynamics.panels`), so what the view shows is what the library computes. Under the
+heatmap, velocity and activation-magnitude panels (:mod:`widgets.dynamics.details`); below them,
+tabs with the top activating spans, the difference of two records and the trait–trait
+correlation (:mod:`widgets.dynamics.analyses`). Live mode adds a prompt box and a Run button
+that project a new prompt with :func:`trait_lab.dynamics.inference.project_prompts` and show it.
 
 Example:
     >>> from trait_lab.testing import tiny_record
@@ -26,62 +28,29 @@ import plotly.graph_objects as go
 
 from trait_lab.core import check_int
 from trait_lab.dynamics import (
-    CLEAN_LABELS,
-    CLEAN_OPTIONS,
     MODES,
     ProjectionRecord,
+    activation_magnitude,
     check_clean_option,
-    check_widths,
-    load_record,
     project_prompts,
-    resolve_traits,
 )
-from trait_lab.math import nonzero_norm, tensor_arg
-from widgets.common.export import ExportBar
-from widgets.dynamics.figures import (
-    VIEWS,
-    Panel,
-    Shown,
-    draw,
-    layers_panel,
-    read,
-    record_label,
-    traits_panel,
+from widgets.common.export import ExportBar, default_stem
+from widgets.common.figures import replace_figure
+from widgets.dynamics.analyses import Analyses
+from widgets.dynamics.controls import (
+    MAX_SKIP,
+    SMOOTHING_WINDOWS,
+    RecordLike,
+    as_record,
+    check_live,
+    choose,
+    make_controls,
 )
+from widgets.dynamics.details import details_figure
+from widgets.dynamics.figures import VIEWS, Shown, draw, read
+from widgets.dynamics.panels import Panel, layers_panel, record_label, traits_panel
 
-__all__ = ["TraitDynamics"]
-
-RecordLike = ProjectionRecord | str | os.PathLike[str]
-SMOOTHING_WINDOWS = (1, 3, 5, 7, 9)
-
-
-def _as_record(item: Any, index: int) -> ProjectionRecord:
-    if isinstance(item, ProjectionRecord):
-        return item
-    if isinstance(item, str | os.PathLike):
-        return load_record(item)
-    raise ValueError(
-        f"records[{index}] is a {type(item).__name__}; pass ProjectionRecord objects or paths to "
-        "record files (load_record(path) / run_inference(...) returns them)"
-    )
-
-
-def _check_live(model: Any, traits: Mapping[str, Any]) -> None:
-    """Live mode's trait vectors, checked before anything is generated: real, finite,
-    non-zero and as wide as the model's hidden size."""
-    resolved = resolve_traits(traits)
-    for name, per_layer in resolved.items():
-        for layer, members in per_layer.items():
-            for _, vector in members:
-                where = f"traits[{name!r}][{layer}]"
-                nonzero_norm(tensor_arg(vector, where, None, "[hidden]"), where)
-    check_widths(resolved, model)
-
-
-def _choose(name: str, value: Any, allowed: Sequence[Any], fix: str) -> Any:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)} ({fix})")
-    return value
+__all__ = ["SMOOTHING_WINDOWS", "RecordLike", "TraitDynamics"]
 
 
 class TraitDynamics(w.VBox):
@@ -103,12 +72,20 @@ class TraitDynamics(w.VBox):
             ``{name: {layer: vector}}``.
         calibration: live mode (with ``model``, ``tokenizer`` and ``traits``).
         max_new_tokens: response length in live mode.
-        export_stem: default path (without extension) of the export bar.
+        export_stem: default path (without extension) of the export bar (default
+            ``figures/trait-dynamics_<trait>``).
+        skip: the first "skip first N tokens" value (drops them from values, colour range and
+            the normalized mean).
+        details: show the velocity and activation-magnitude panels under the heatmap.
+        compare: ``(a, b)`` record indices for the difference tab (default ``(0, 1)``).
+        sampling: how the records' responses were sampled (one text for all, or one per
+            record), shown in the titles; live runs say ``"greedy, ≤ N new tokens"``.
 
     Controls are attributes (``record``, ``trait``, ``view``, ``clean``, ``mode``,
-    ``smoothing``, ``centre``, ``layers``, ``layer``); set their ``.value`` to drive the view
-    from Python (``clean.value`` is a key, ``clean.label`` the label shown). ``figure`` is the
-    plotly ``FigureWidget`` and :meth:`shown` what it shows.
+    ``smoothing``, ``centre``, ``skip``, ``layers``, ``layer``); set their ``.value`` to drive
+    the view from Python (``clean.value`` is a key, ``clean.label`` the label shown).
+    ``figure`` is the plotly ``FigureWidget`` and :meth:`shown` what it shows; ``details`` the
+    velocity / magnitude figure; ``analyses`` the tabs.
 
     Example:
         >>> from trait_lab.testing import tiny_record
@@ -134,17 +111,16 @@ class TraitDynamics(w.VBox):
         traits: Mapping[str, Any] | None = None,
         calibration: Mapping[str, Any] | None = None,
         max_new_tokens: int = 32,
-        export_stem: str = "figures/trait_dynamics",
+        export_stem: str | None = None,
+        skip: int = 0,
+        details: bool = True,
+        compare: tuple[int, int] | None = None,
+        sampling: str | Sequence[str | None] | None = None,
     ) -> None:
         if isinstance(records, ProjectionRecord | str | os.PathLike):
             records = [records]
-        self.records: list[ProjectionRecord] = [_as_record(r, i) for i, r in enumerate(records)]
-        live = {
-            "model": model,
-            "tokenizer": tokenizer,
-            "traits": traits,
-            "calibration": calibration,
-        }
+        self.records: list[ProjectionRecord] = [as_record(r, i) for i, r in enumerate(records)]
+        live = dict(model=model, tokenizer=tokenizer, traits=traits, calibration=calibration)
         given = [k for k, v in live.items() if v is not None]
         if given and len(given) < len(live):
             missing = [k for k in live if k not in given]
@@ -154,7 +130,7 @@ class TraitDynamics(w.VBox):
             )
         self._live = live if given else None
         if self._live is not None:
-            _check_live(model, self._live["traits"])
+            check_live(model, self._live["traits"])
         self._max_new_tokens = check_int("TraitDynamics", "max_new_tokens", max_new_tokens, 1)
         if not self.records and self._live is None:
             raise ValueError(
@@ -163,21 +139,29 @@ class TraitDynamics(w.VBox):
                 "traits, calibration) to type prompts"
             )
         check_clean_option(clean)
-        _choose("mode", mode, MODES, "mode=")
-        _choose("view", view, VIEWS, "view=")
-        _choose("smoothing window", smoothing, SMOOTHING_WINDOWS, "smoothing=")
+        choose("mode", mode, MODES, "mode=")
+        choose("view", view, VIEWS, "view=")
+        choose("smoothing window", smoothing, SMOOTHING_WINDOWS, "smoothing=")
+        check_int("TraitDynamics", "skip", skip, 0)
+        self._sampling = self._sampling_list(sampling)
         if trait is not None:
             first = self.records[0].projections if self.records else live["traits"]
-            _choose("trait", trait, sorted(first), "trait= names a trait of the first record")
+            choose("trait", trait, sorted(first), "trait= names a trait of the first record")
         self._syncing = False
-        self._build_controls(clean, mode, view, smoothing, centre)
+        self._build_controls(clean, mode, view, smoothing, centre, skip)
         self.status = w.HTML("").add_class("tl-status")
         self.figure = go.FigureWidget()
-        self.export_bar = ExportBar(lambda: self.figure, export_stem)
+        self.details = go.FigureWidget()
+        self.analyses = Analyses(self.records, self._state, compare)
+        stem = export_stem or default_stem("trait-dynamics", self.trait.value)
+        self.export_bar = ExportBar(lambda: self.figure, stem)
+        wrap = w.Layout(flex_flow="row wrap")
         body = [
-            w.HBox([self.record, self.trait, self.layer]).add_class("tl-row"),
-            w.HBox([self.view, self.clean, self.mode]).add_class("tl-row"),
-            w.HBox([self.smoothing, self.centre, self.layers]).add_class("tl-row"),
+            w.HBox([self.record, self.trait, self.layer], layout=wrap).add_class("tl-row"),
+            w.HBox([self.view, self.clean, self.mode], layout=wrap).add_class("tl-row"),
+            w.HBox([self.smoothing, self.centre, self.skip, self.layers], layout=wrap).add_class(
+                "tl-row"
+            ),
         ]
         if self._live is not None:
             self.prompt = w.Text(placeholder="type a prompt", layout=w.Layout(width="420px"))
@@ -187,7 +171,11 @@ class TraitDynamics(w.VBox):
             self.run_button.on_click(lambda _: self.run())
             body.insert(0, w.HBox([self.prompt, self.run_button]).add_class("tl-row"))
         wrapper = w.Box([self.figure]).add_class("tl-dynamics-figure")
-        super().__init__([*body, self.status, wrapper, self.export_bar])
+        under = w.Box([self.details]).add_class("tl-dynamics-details")
+        under.layout.display = None if details else "none"
+        self._details_on = details
+        tail = [self.status, wrapper, under, self.export_bar, self.analyses.status, self.analyses]
+        super().__init__([*body, *tail])
         self.add_class("tl-trait-dynamics")
         self._set_record_options(0 if self.records else None, trait)
 
@@ -219,44 +207,28 @@ class TraitDynamics(w.VBox):
             **kwargs,
         )
 
+    def _sampling_list(self, sampling: str | Sequence[str | None] | None) -> list[str | None]:
+        if sampling is None or isinstance(sampling, str):
+            return [sampling] * len(self.records)
+        if len(sampling) != len(self.records):
+            raise ValueError(
+                f"sampling has {len(sampling)} entries for {len(self.records)} records; pass one "
+                "text for all records or one per record"
+            )
+        return list(sampling)
+
     # --- controls ---------------------------------------------------------------------------
 
     def _build_controls(
-        self, clean: str, mode: str, view: str, smoothing: int, centre: bool
+        self, clean: str, mode: str, view: str, smoothing: int, centre: bool, skip: int
     ) -> None:
-        def dropdown(description: str, options: Sequence[Any], value: Any, width: str) -> Any:
-            return w.Dropdown(
-                options=options, value=value, description=description, layout=w.Layout(width=width)
-            )
-
-        self.record = dropdown("record", [], None, "420px")
-        self.trait = dropdown("trait", [], None, "220px")
-        self.layer = dropdown("layer", [], None, "160px")
-        self.view = w.ToggleButtons(options=list(VIEWS), value=view, description="view")
-        clean_options = [(CLEAN_LABELS[key], key) for key in CLEAN_OPTIONS]
-        self.clean = dropdown("Clean", clean_options, clean, "260px")
-        self.mode = dropdown("mode", list(MODES), mode, "200px")
-        self.smoothing = w.IntSlider(value=smoothing, min=1, max=9, step=2, description="smoothing")
-        self.centre = w.Checkbox(value=centre, description="centre on response mean")
-        self.layers = w.SelectMultiple(options=[], description="layers", rows=4)
-        names = (
-            "record",
-            "trait",
-            "layer",
-            "view",
-            "clean",
-            "mode",
-            "smoothing",
-            "centre",
-            "layers",
-        )
-        for name in names:
-            getattr(self, name).add_class(f"tl-{name}")
+        for name, control in make_controls(clean, mode, view, smoothing, centre, skip).items():
+            setattr(self, name, control)
         self.record.observe(self._on_record, "value")
         self.trait.observe(self._on_trait, "value")
         self.view.observe(self._on_view, "value")
         self.smoothing.observe(self._on_smoothing, "value")
-        for control in (self.layer, self.clean, self.mode, self.centre, self.layers):
+        for control in (self.layer, self.clean, self.mode, self.centre, self.skip, self.layers):
             control.observe(lambda _: self.refresh(), "value")
 
     @property
@@ -265,6 +237,16 @@ class TraitDynamics(w.VBox):
         if self.record.value is None:
             raise ValueError("no record yet; type a prompt and press Run, or pass records")
         return self.records[self.record.value]
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "trait": self.trait.value,
+            "clean": self.clean.value,
+            "mode": self.mode.value,
+            "layers": sorted(self.layers.value),
+            "record": self.record.value or 0,
+            "skip": int(self.skip.value),
+        }
 
     def _set_record_options(self, index: int | None, trait: str | None = None) -> None:
         options = [(f"{i}: {record_label(r)}", i) for i, r in enumerate(self.records)]
@@ -289,6 +271,7 @@ class TraitDynamics(w.VBox):
             self.trait.value = keep if keep in names else names[0]
             self.layer.options = [(f"L{lay}", lay) for lay in layers]
             self.layer.value = self.layer.value if self.layer.value in layers else layers[0]
+            self.skip.max = max(0, min(MAX_SKIP, rec.n_tokens - 1))
             self._set_layers()
         finally:
             self._syncing = False
@@ -300,8 +283,11 @@ class TraitDynamics(w.VBox):
         keep = [lay for lay in available if lay in before]
         if not keep or (before == options and set(available) != options):
             keep = available  # all layers were shown: keep showing all of the new trait's
-        self.layers.options = [(f"L{lay}", lay) for lay in available]
-        self.layers.value = tuple(keep)
+        with self.layers.hold_sync():  # one message: the page never sees an index of old rows
+            self.layers.value = ()
+            self.layers.options = [(f"L{lay}", lay) for lay in available]
+            self.layers.rows = max(2, min(len(available), 16))  # every layer visible
+            self.layers.value = tuple(keep)
 
     def _on_trait(self, _: Any) -> None:
         if self._syncing or self.trait.value is None:
@@ -330,11 +316,14 @@ class TraitDynamics(w.VBox):
 
     def panel(self) -> Panel:
         """What the controls ask for, computed with ``trait_matrix`` (not yet drawn)."""
+        index = self.record.value or 0
         options = dict(
             clean=self.clean.value,
             mode=self.mode.value,
             smoothing=int(self.smoothing.value),
             centre=bool(self.centre.value),
+            skip=int(self.skip.value),
+            sampling=self._sampling[index] if index < len(self._sampling) else None,
         )
         if self.view.value == "tokens × traits":
             return traits_panel(self.current, self.layer.value, **options)
@@ -349,15 +338,23 @@ class TraitDynamics(w.VBox):
         )
 
     def refresh(self) -> None:
-        """Redraw the figure in place from the controls (called on every control change)."""
+        """Redraw the figures in place from the controls (called on every control change)."""
         if self._syncing or self.record.value is None:
             return
         try:
             panel = self.panel()
         except (ValueError, KeyError) as exc:
-            self._say(str(exc), error=True)
+            self._say(str(exc).strip("\"'"), error=True)
             return
         draw(self.figure, panel)
+        if self._details_on:
+            by_traits = self.view.value == "tokens × traits"
+            layers = [self.layer.value] if by_traits else sorted(self.layers.value)
+            norms = activation_magnitude(
+                self.current, layers, clean=self.clean.value, skip=int(self.skip.value)
+            )
+            replace_figure(self.details, details_figure(panel, *norms))
+        self.analyses.refresh()
         self._say("")
 
     def shown(self) -> Shown:
@@ -403,5 +400,6 @@ class TraitDynamics(w.VBox):
         finally:
             self.run_button.disabled = False
         self.records.append(record)
+        self._sampling.append(f"greedy, ≤ {self._max_new_tokens} new tokens")
         self._set_record_options(len(self.records) - 1)
         return record
