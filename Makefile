@@ -23,7 +23,6 @@ lint:
 check: lint
 	$(PYTHON) -m pytest tests
 	$(PYTHON) -m pytest --doctest-modules trait_lab widgets
-	$(PYTHON) -m pytest --nbmake --nbmake-timeout=600 notebooks
 	$(MAKE) docs PYTHON=$(PYTHON)
 
 # the API reference site from the docstrings (mkdocs.yml), warnings as errors

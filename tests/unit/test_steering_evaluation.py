@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def lab(tmp_path_factory):
     return model, tok, root
 
 
-def _run(lab, folder: Path, judge=None, threshold: float = 0.0):
+def _run(lab, folder: Path, judge=None, threshold: float = 0.0, progress: bool = False):
     model, tok, root = lab
     candidates = select_vectors("demo", "refusal", root=str(root), n=2, min_accuracy=0.0)
     dataset = load_trait("refusal")
@@ -83,6 +84,7 @@ def _run(lab, folder: Path, judge=None, threshold: float = 0.0):
         settings=SETTINGS,
         threshold=threshold,
         names=("demo", "instruct", "default"),
+        progress=progress,
     )
 
 
@@ -116,6 +118,17 @@ def test_search_then_report_on_held_out_questions(lab, tmp_path) -> None:
     assert sorted(keys["report"]) == sorted(r.search_key for r in summary.recommendations)
     assert summary.report_baseline.n == len(report_q) and summary.search_baseline.n == len(search_q)
     assert read_summary(tmp_path / "run") == summary
+
+
+def test_progress_shows_every_stage_and_round_and_changes_nothing(lab, tmp_path, capsys):
+    quiet, shown = _run(lab, tmp_path / "quiet"), _run(lab, tmp_path / "shown", progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert any("unsteered baseline" in line for line in lines), lines
+    rounds = [line for line in lines if " round " in line]
+    assert rounds and rounds[0].startswith("[") and "s] " in rounds[0], lines
+    assert any(line.endswith("held-out questions") for line in lines), lines
+    assert quiet.recommendations == shown.recommendations
+    assert logging.getLogger("trait_lab.evaluation.search").level == logging.NOTSET
 
 
 @pytest.mark.parametrize("fail_after", [0, 1, 3, 4, 5])

@@ -48,6 +48,7 @@ from trait_lab.core.profiling import (
     memory_stats,
     tensor_size_gb,
 )
+from trait_lab.core.progress import log_progress
 from trait_lab.core.records import (
     Record,
     check_choice,
@@ -135,6 +136,7 @@ __all__ = [
     "jsonable",
     "load_experiment_config",
     "load_json",
+    "log_progress",
     "memory_stats",
     "metadata_path",
     "read_jsonl",

@@ -39,6 +39,7 @@ from trait_lab.activations.norms import typical_norms
 from trait_lab.core.atomic import atomic_write_json
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import steering_dir
+from trait_lab.core.progress import log_progress
 from trait_lab.core.records import check_int
 from trait_lab.core.types import VectorResult
 from trait_lab.evaluation.batched import score_configs, steered_answers
@@ -183,6 +184,7 @@ def evaluate_steering(
     threshold: float = DEFAULT_THRESHOLD,
     max_questions: int | None = None,
     names: tuple[str, str, str] | None = None,
+    progress: bool = False,
 ) -> SteeringSummary:
     """Search, then report, for ``candidates`` (extracted vectors) of ``dataset`` in ``folder``.
 
@@ -190,8 +192,24 @@ def evaluate_steering(
     method together, each with its own norm-scaled magnitude. ``max_questions`` keeps the
     first N search and N report questions (a quick look; the full sets give firmer numbers).
     ``names`` are the experiment, variant and run recorded in the summary (default:
-    ``("custom", "custom", <folder name>)``).
+    ``("custom", "custom", <folder name>)``). ``progress`` prints one line per stage and search
+    round, with the seconds elapsed (the number of rounds is not known in advance).
     """
+    if progress:
+        with log_progress(__name__, "trait_lab.evaluation.search"):
+            return evaluate_steering(
+                model,
+                tokenizer,
+                dataset,
+                candidates,
+                folder,
+                judge=judge,
+                layer_sets=layer_sets,
+                settings=settings,
+                threshold=threshold,
+                max_questions=max_questions,
+                names=names,
+            )
     settings = settings or SearchSettings()
     search_q, report_q = dataset.steering_split()
     if max_questions is not None:
