@@ -129,7 +129,7 @@ def test_every_control_of_the_steering_panel(browser, lab, artifacts) -> None:
     lock.click()
     expect(legend).to_contain_text("unlocked")
     lock.click()
-    expect(legend).to_contain_text("locked, from the first baseline")
+    expect(legend).to_contain_text("locked at the scale shown when locked")
 
     # sampling fields: temperature by keyboard, seed typed
     panel.get_by_text("sampling (temperature 0 = greedy)").click()

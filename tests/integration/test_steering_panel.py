@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_lab.activations.norms import typical_norms
+from trait_lab.activations.norms import typical_cosines, typical_norms
 from trait_lab.generation.backends import GenerationConfig, LocalBackend, SteeringSpec
 from trait_lab.hooks import MultiLayerCapture, SteeringHook
 from widgets.steering.panel import SteeringPanel
@@ -148,6 +148,26 @@ def test_several_traits_and_an_ensemble(backend, vector) -> None:
         )
     finally:
         panel.close()
+
+
+def test_default_colour_scale_is_the_calibration_and_stays_fixed(panel, backend, vector) -> None:
+    # full colour at the 99th percentile of |cos| on the neutral prompts, not at this run's max
+    readout = LAYER + panel.readout_offset
+    want = typical_cosines(
+        backend.model,
+        panel_prompts(),
+        {readout: vector / vector.norm()},
+        tokenizer=backend.tokenizer,
+    )[readout]
+    scales = []
+    for fraction in (0.6, -0.6):
+        panel.sliders["joy"].value = fraction
+        panel.refresh()
+        assert panel.wait(timeout=120) and panel.error is None
+        scales.append((panel.stream.scale, panel.stream.scale_note))
+    assert scales[0] == scales[1]
+    assert scales[0][0] == pytest.approx(max(want, 0.05), rel=1e-4)
+    assert "calibrated on neutral prompts" in scales[0][1]
 
 
 def test_bad_arguments(backend, vector) -> None:

@@ -1,11 +1,12 @@
-"""typical_norms against a direct computation from output_hidden_states."""
+"""typical_norms and typical_cosines against a direct computation from output_hidden_states."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from trait_lab.activations.norms import coefficient_for, typical_norms
+from trait_lab.activations.norms import coefficient_for, typical_cosines, typical_norms
 from trait_lab.testing import tiny_batch, tiny_model
 from widgets.steering.targets import coefficients, steering_targets
 
@@ -21,6 +22,30 @@ def test_median_over_real_non_first_tokens() -> None:
         rows = [h[0, 1:], h[1, 4:]]  # row 1's first real token is index 3
         expected = torch.cat(rows).norm(dim=-1).median()
         assert norms[layer] == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("quantile", [0.5, 0.99, 1.0])
+def test_typical_cosines_is_the_quantile_of_abs_cosine_over_the_same_tokens(quantile) -> None:
+    model = tiny_model()
+    batch = tiny_batch(2, 6, left_pad=(0, 3))
+    gen = torch.Generator().manual_seed(1)
+    vectors = {0: torch.randn(32, generator=gen), 1: torch.randn(32, generator=gen)}
+    got = typical_cosines(model, batch, vectors, quantile=quantile)
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states
+    for layer, v in vectors.items():
+        h = hidden[layer + 1].double().numpy()
+        tokens = np.concatenate([h[0, 1:], h[1, 4:]])  # the same tokens typical_norms uses
+        u = v.double().numpy()
+        cos = np.abs(tokens @ u / (np.linalg.norm(tokens, axis=1) * np.linalg.norm(u)))
+        assert got[layer] == pytest.approx(float(np.quantile(cos, quantile)), rel=1e-5)
+
+
+def test_typical_cosines_refuses_no_vectors_and_bad_quantiles() -> None:
+    with pytest.raises(ValueError, match="no vectors"):
+        typical_cosines(tiny_model(), tiny_batch(1, 4), {})
+    with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\]"):
+        typical_cosines(tiny_model(), tiny_batch(1, 4), {0: torch.ones(32)}, quantile=0)
 
 
 def test_single_token_sequences_are_refused() -> None:

@@ -11,7 +11,9 @@ import time
 import pytest
 import torch
 
+from trait_lab.activations import typical_cosines
 from trait_lab.generation import GenerationConfig, LocalBackend
+from trait_lab.prompts import load_prompt_set
 from trait_lab.testing import tiny_model, tiny_tokenizer
 from widgets.common.colours import NEGATIVE_RGB, POLE_NOTE, POSITIVE_RGB
 from widgets.steering.panel import SteeringPanel
@@ -174,7 +176,15 @@ class TestColourScale:
         panel.refresh()
         _run(panel)
         scale, baseline = panel.stream.scale, panel.stream.columns[0]
-        assert scale == pytest.approx(max(abs(s) for s in _cosines(panel, "baseline")))
+        # the default is the calibration: 99th percentile |cos| on the neutral prompts
+        calibration = typical_cosines(
+            panel.backend.model,
+            load_prompt_set("neutral")[:16],
+            {1: _vectors(0)[1]},
+            tokenizer=panel.backend.tokenizer,
+        )
+        assert scale == pytest.approx(max(calibration[1], 0.05), rel=1e-5)
+        assert "calibrated on neutral prompts" in panel.stream.legend
         for value in (0.6, -0.8, 1.0):
             panel.sliders["joy"].value = value
             _run(panel)
@@ -199,6 +209,7 @@ class TestColourScale:
         panel.sliders["joy"].value = 0.2
         _run(panel)
         assert panel.stream.scale == pytest.approx(largest)
+        assert "locked at the scale shown when locked" in panel.stream.legend
 
     def test_given_scale(self, backend: LocalBackend) -> None:
         panel = _panel(backend, colour_scale={("joy", 1): 0.25})

@@ -22,6 +22,7 @@ from trait_lab.activations.extract import (
 )
 from trait_lab.activations.norms import (
     coefficient_for,
+    typical_cosines,
     typical_norms,
 )
 from trait_lab.activations.store import (
@@ -44,6 +45,7 @@ __all__ = [
     "forward_batch",
     "iter_samples",
     "sample_ids",
+    "typical_cosines",
     "typical_norms",
     "unwrap_compiled",
 ]

@@ -44,6 +44,56 @@ def typical_norms(
         component: which component to measure.
         tokenizer: needed when ``batch`` is a list of texts.
     """
+    acts, keep = _ordinary_tokens(model, batch, layers, component, tokenizer)
+    return {
+        layer: float(h.float().norm(dim=-1)[keep.to(h.device)].median())
+        for layer, h in acts.items()
+    }
+
+
+def typical_cosines(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor] | Sequence[str],
+    vectors: Mapping[int, torch.Tensor],
+    component: str = "residual",
+    *,
+    tokenizer: Any = None,
+    quantile: float = 0.99,
+) -> dict[int, float]:
+    """The ``quantile`` of |cosine| between ordinary tokens and ``vectors[layer]``, per layer.
+
+    Measured on the same tokens as :func:`typical_norms` (real tokens, first ones excluded):
+    how far a trait's cosine reaches on everyday text — a fixed colour scale for it that does
+    not depend on any one run.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> batch = {"input_ids": torch.tensor([[1, 2, 3, 4]])}
+        >>> scale = typical_cosines(tiny_model(), batch, {1: torch.ones(32)})
+        >>> 0 < scale[1] <= 1
+        True
+    """
+    if not vectors:
+        raise ValueError("typical_cosines needs {layer: vector}; got no vectors")
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile!r}; e.g. 0.99")
+    acts, keep = _ordinary_tokens(model, batch, sorted(vectors), component, tokenizer)
+    out = {}
+    for layer, h in acts.items():
+        v = vectors[layer].to(h.device, torch.float32)
+        cos = torch.nn.functional.cosine_similarity(h.float(), v.expand_as(h.float()), dim=-1)
+        out[layer] = float(cos.abs()[keep.to(h.device)].quantile(quantile))
+    return out
+
+
+def _ordinary_tokens(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor] | Sequence[str],
+    layers: int | Iterable[int] | None,
+    component: str,
+    tokenizer: Any,
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Each layer's ``[batch, seq, hidden]`` activations and the mask of ordinary tokens."""
     if isinstance(batch, Sequence) and not isinstance(batch, Mapping):
         if tokenizer is None:
             raise TypeError("pass tokenizer= to measure norms on a list of texts")
@@ -65,10 +115,7 @@ def typical_norms(
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
     with MultiLayerCapture(model, layers, component) as cap, torch.no_grad():
         model(**inputs)
-    return {
-        layer: float(h.float().norm(dim=-1)[keep.to(h.device)].median())
-        for layer, h in cap.get_all().items()
-    }
+    return cap.get_all(), keep
 
 
 def coefficient_for(

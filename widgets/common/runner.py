@@ -95,13 +95,17 @@ class LatestRunner:
                 self._cond.wait(left)
         return True
 
-    def close(self) -> None:
-        """Cancel everything and let the worker thread end."""
+    def close(self, timeout: float = 60.0) -> None:
+        """Cancel everything and wait (up to ``timeout`` s) for the worker thread to end, so
+        nothing of this runner still uses the model when ``close`` returns."""
         with self._cond:
             self._closed = True
             self._pending = None
             self._cancel.set()
             self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _next(self) -> tuple[Any, threading.Event] | None:
         with self._cond:

@@ -56,7 +56,7 @@ from widgets.steering.controls import (
 from widgets.steering.labels import layers_text, run_title
 from widgets.steering.recolour import recolour_rows
 from widgets.steering.rows import Request, Row, absorb, steering_figure, stream_columns
-from widgets.steering.scale import ColourScale, Key
+from widgets.steering.scale import ColourScale, Key, calibrated
 from widgets.steering.targets import (
     build_specs,
     selected_vectors,
@@ -88,7 +88,7 @@ class SteeringPanel(w.VBox):
         debounce: seconds a control must rest before generation restarts.
         autorun: start generating at once.
         colour_scale: the cosine shown at full colour: one number, ``{(trait, layer): value}``,
-            or ``None`` to fix each (trait, layer)'s scale from its first complete baseline.
+            or ``None``: calibrated per (trait, layer) (``widgets.steering.scale``).
 
     Raises:
         ValueError / TypeError: an argument the panel cannot show truthfully (a NaN, zero or
@@ -118,6 +118,7 @@ class SteeringPanel(w.VBox):
         self.backend = backend
         vectors, recommended = selected_vectors(vectors)
         self.targets = steering_targets(vectors, backend.n_layers, backend.hidden_dim, layer)
+        self._scale.calibrate = calibrated(backend, self.targets, colour_scale)
         self.norms = self._norms(norms)
         check_norm_layers(self.targets, self.norms)
         names = [t.name for t in self.targets]
@@ -188,7 +189,6 @@ class SteeringPanel(w.VBox):
         self.colour_trait, self.colour_layer, self.lock_scale = ctl
         return list(ctl)
 
-    # ----- settings -------------------------------------------------------------------------
     def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
         if norms is None:
             texts = load_prompt_set("neutral")[:16]
@@ -341,6 +341,7 @@ class SteeringPanel(w.VBox):
     def _generate(self, request: Request, cancel: threading.Event) -> None:
         started = time.monotonic()
         self.timing = {"debounce_and_queue": started - request.submitted}
+        self._scale.prepare(request.colour)  # here: no generation shares the model
         if request.kind == "recolour":
             self._set_state("recolouring", request)
             self._reproject(request, ["baseline", "steered"])
@@ -362,7 +363,6 @@ class SteeringPanel(w.VBox):
         specs = request.specs
         if not cached:
             specs = [replace(s, rows=[1]) for s in specs]
-        layer = request.colour[1]
         stream = self.backend.stream(
             [request.prompt] * len(keys),
             request.config,
@@ -374,7 +374,7 @@ class SteeringPanel(w.VBox):
         for event in stream:
             with self._lock:
                 for i, key in enumerate(keys):
-                    absorb(self._rows[key], event, i, layer)
+                    absorb(self._rows[key], event, i, request.colour[1])
                     self._rows[key].colour = request.colour
             if "first_token" not in self.timing and any(t is not None for t in event.token_ids):
                 self.timing["first_token"] = time.monotonic() - request.submitted

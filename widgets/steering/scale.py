@@ -2,12 +2,12 @@
 however the sliders move.
 
 Locked (the default), a (trait, layer) keeps one scale for the panel's life: the one given
-(``SteeringPanel(colour_scale=...)``), else the largest |cosine| of the first complete
-baseline coloured at it (the baseline does not depend on the sliders), shown as provisional
-while that first baseline streams. Unlocked, the scale follows each run's largest |cosine|
-(contrast, not comparability); locking again keeps the value shown. There is no per-trait
-statistic in ``calibration.json`` (it holds massive dims and norms), so a trait's scale from
-outside has to be passed in.
+(``SteeringPanel(colour_scale=...)``), else its calibration — the 99th percentile of |cosine|
+over the neutral prompts the panel measures typical norms on (``calibrate``, from
+``trait_lab.activations.typical_cosines``) — else, without a tokenizer to calibrate with, the
+largest |cosine| of the first complete baseline coloured at it (shown as provisional while
+that baseline streams). Unlocked, the scale follows each run's largest |cosine| (contrast, not
+comparability); locking again keeps the value shown.
 
 Example:
     >>> scale = ColourScale.from_argument(None)
@@ -20,11 +20,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trait_lab.activations import typical_cosines
 from trait_lab.core import invalid
+from trait_lab.prompts import load_prompt_set
 
 Key = tuple[str, int]
 #: the smallest scale: below it, float noise would look like a signal
@@ -58,6 +60,8 @@ class ColourScale:
     kept: dict[Key, float] = field(default_factory=dict)
     locked: bool = True
     shown: float = 1.0
+    calibrate: Callable[[Key], float] | None = None
+    sources: dict[Key, str] = field(default_factory=dict)
 
     @classmethod
     def from_argument(cls, value: float | Mapping[Key, float] | None) -> ColourScale:
@@ -97,15 +101,54 @@ class ColourScale:
             return self.shown, "unlocked: rescaled every run"
         if key in self.kept:
             self.shown = self.kept[key]
-            return self.shown, "locked, from the first baseline"
+            return self.shown, self.sources.get(key, "locked, from the first baseline")
         self.shown = _largest(base)
         if complete:
             self.kept[key] = self.shown
             return self.shown, "locked, from the first baseline"
         return self.shown, "provisional: the first baseline is streaming"
 
+    def prepare(self, key: Key) -> None:
+        """Calibrate ``key``'s scale if it will be needed and is not known yet. Call it where
+        nothing else uses the model (the panel: its worker, before generating)."""
+        given = key in self.fixed or self.default is not None
+        if self.calibrate is None or given or not self.locked or key in self.kept:
+            return
+        self.kept[key] = max(FLOOR, self.calibrate(key))
+        self.sources[key] = "locked, calibrated on neutral prompts (99th pct |cos|)"
+
     def lock(self, key: Key, locked: bool) -> None:
         """Lock (keeping the scale shown now for ``key``) or unlock."""
         if locked and not self.locked:
             self.kept[key] = self.shown
+            self.sources[key] = "locked at the scale shown when locked"
         self.locked = locked
+
+
+def calibrated(
+    backend: Any, targets: Iterable[Any], given: object = None
+) -> Callable[[Key], float] | None:
+    """The calibration of each (trait, layer) scale, measured once per trait on first use:
+    ``typical_cosines`` of the trait's vectors over 16 neutral prompts. ``None`` when a scale
+    was ``given`` or the backend has no tokenizer (then the first baseline sets it).
+
+    Example:
+        >>> calibrated(None, [], given=0.3) is None
+        True
+    """
+    if given is not None or getattr(backend, "tokenizer", None) is None:
+        return None
+    by_name = {t.name: t for t in targets}
+    cache: dict[str, dict[int, float]] = {}
+
+    def scale(key: Key) -> float:
+        name, layer = key
+        if name not in cache:
+            texts = load_prompt_set("neutral")[:16]
+            vectors = dict(by_name[name].vectors)
+            cache[name] = typical_cosines(
+                backend.model, texts, vectors, tokenizer=backend.tokenizer
+            )
+        return cache[name][layer]
+
+    return scale
