@@ -147,7 +147,19 @@ class LocalBackend:
             self._tokenizer, prompt, system=system, use_chat_template=self._use_chat_template
         )
 
-    def _encode(self, prompts: Sequence[PromptLike], system: str | None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, prompts: Sequence[PromptLike], system: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` (left-padded, on the model's device) exactly as
+        ``generate`` and ``stream`` feed ``prompts`` to the model: template, specials, padding.
+
+        Example:
+            >>> from trait_lab.testing import tiny_model, tiny_tokenizer
+            >>> backend = LocalBackend(tiny_model(), tiny_tokenizer(), use_chat_template=False)
+            >>> batch = backend.encode(["Hi", "Hello there"])
+            >>> batch["input_ids"].shape[0], int(batch["attention_mask"][1].sum())
+            (2, 11)
+        """
         if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
             raise TypeError("prompts must be a non-empty list of prompts; wrap one prompt in [ ]")
         texts = [self.format(p, system) for p in prompts]
@@ -207,7 +219,7 @@ class LocalBackend:
         results: list[CaptureResult] = []
         start = 0
         for chunk in self._batches(prompts, config.batch_size):
-            batch = self._encode(chunk, system)
+            batch = self.encode(chunk, system)
             window = range(start, start + len(chunk))
             start += len(chunk)
             outs = self._generator.generate(
@@ -259,7 +271,7 @@ class LocalBackend:
         config = config or GenerationConfig()
         single = isinstance(prompt, str) or _is_conversation(prompt)
         prompts: list[PromptLike] = [prompt] if single else list(prompt)  # type: ignore[list-item, arg-type]
-        batch = self._encode(prompts, system)
+        batch = self.encode(prompts, system)
         generated: list[list[int]] = [[] for _ in prompts]
         shown = [""] * len(prompts)
         for event in self._generator.stream(

@@ -27,7 +27,6 @@ from widgets.steering.panel import (
     SteeringPanel,
 )
 from widgets.steering.recolour import (
-    prompt_ids,
     recolour_rows,
     reproject,
 )
@@ -70,7 +69,6 @@ __all__ = [
     "colour_controls",
     "layers_text",
     "mode_controls",
-    "prompt_ids",
     "readout_text",
     "recolour_rows",
     "reproject",

@@ -34,7 +34,6 @@ import plotly.graph_objects as go
 
 from trait_lab.activations import typical_norms
 from trait_lab.generation import GenerationConfig, LocalBackend, ProjectionSpec, SteeringSpec
-from trait_lab.prompts import load_prompt_set
 from widgets.common.colours import pole_legend
 from widgets.common.export import ExportBar, default_stem
 from widgets.common.runner import LatestRunner
@@ -56,7 +55,7 @@ from widgets.steering.controls import (
 from widgets.steering.labels import layers_text, run_title
 from widgets.steering.recolour import recolour_rows
 from widgets.steering.rows import Request, Row, absorb, steering_figure, stream_columns
-from widgets.steering.scale import ColourScale, Key, calibrated
+from widgets.steering.scale import ColourScale, Key, calibrated, neutral_texts
 from widgets.steering.targets import (
     build_specs,
     selected_vectors,
@@ -191,7 +190,7 @@ class SteeringPanel(w.VBox):
 
     def _norms(self, norms: Mapping[int, float] | float | None) -> dict[int, float]:
         if norms is None:
-            texts = load_prompt_set("neutral")[:16]
+            texts = neutral_texts()
             return typical_norms(self.backend.model, texts, tokenizer=self.backend.tokenizer)
         return panel_norms(norms, self.backend.n_layers)
 

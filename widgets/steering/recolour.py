@@ -26,19 +26,12 @@ import torch
 
 from trait_lab.generation import LocalBackend, ProjectionSpec, SteeringSpec, StepHooks
 from trait_lab.models import padded_positions
-from widgets.steering.rows import Request, Row
+from widgets.steering.rows import Request, Row, token_cosine
 
 
 @dataclass
 class _Offset:
     offset: int = 0
-
-
-def prompt_ids(backend: LocalBackend, prompt: str) -> list[int]:
-    """The prompt's token ids as ``LocalBackend.stream`` encodes it (template and specials)."""
-    text = backend.format(prompt)
-    chat = backend.use_chat_template
-    return list(backend.tokenizer(text, add_special_tokens=not chat)["input_ids"])
 
 
 def reproject(
@@ -56,7 +49,7 @@ def reproject(
         specs: the steering the rows were generated with (``rows=`` selects batch rows).
         projection: ``ProjectionSpec({layer: vector})``.
     """
-    head = prompt_ids(backend, prompt)
+    head = backend.encode([prompt])["input_ids"][0].tolist()  # as stream() encodes it
     length = max(len(r) for r in rows)
     pad = backend.tokenizer.pad_token_id or 0
     ids = torch.tensor([head + list(r) + [pad] * (length - len(r)) for r in rows])
@@ -74,9 +67,8 @@ def reproject(
     out = []
     for i, row in enumerate(rows):
         at = slice(len(head), len(head) + len(row))
-        norm = norms[i, at].double()
-        cosine = torch.where(norm > 0, scores[i, at].double() / norm.clamp(min=1e-30), 0.0)
-        out.append([float(c) for c in cosine])
+        pairs = zip(scores[i, at].tolist(), norms[i, at].tolist(), strict=True)
+        out.append([token_cosine(p, n) for p, n in pairs])
     return out
 
 

@@ -57,14 +57,24 @@ class Row:
     complete: bool = False
 
 
+def token_cosine(projection: float, norm: float) -> float:
+    """A token's cosine with a unit vector from its projection on it and its norm (0 for an
+    all-zero token): the one rule for colouring the panel's tokens.
+
+    Example:
+        >>> token_cosine(3.0, 6.0), token_cosine(1.0, 0.0)
+        (0.5, 0.0)
+    """
+    return projection / norm if norm else 0.0
+
+
 def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
     """Add row ``i``'s new token with its cosine (the event scores its own token)."""
     token = event.token_ids[i]
     if token is not None:
         cosine = None
         if event.projections and event.norms:
-            norm = float(event.norms[layer][i])
-            cosine = float(event.projections[layer][i]) / norm if norm else 0.0
+            cosine = token_cosine(float(event.projections[layer][i]), float(event.norms[layer][i]))
         row.ids.append(int(token))
         row.pieces.append([event.texts[i], cosine])
     row.status = f"generating… {len(row.ids)} tokens"

@@ -125,11 +125,21 @@ class ColourScale:
         self.locked = locked
 
 
+def neutral_texts() -> list[str]:
+    """The 16 everyday prompts the panel measures typical norms and calibrates scales on.
+
+    Example:
+        >>> len(neutral_texts())
+        16
+    """
+    return load_prompt_set("neutral")[:16]
+
+
 def calibrated(
     backend: Any, targets: Iterable[Any], given: object = None
 ) -> Callable[[Key], float] | None:
     """The calibration of each (trait, layer) scale, measured once per trait on first use:
-    ``typical_cosines`` of the trait's vectors over 16 neutral prompts. ``None`` when a scale
+    ``typical_cosines`` of the trait's vectors over :func:`neutral_texts`. ``None`` when a scale
     was ``given`` or the backend has no tokenizer (then the first baseline sets it).
 
     Example:
@@ -144,10 +154,9 @@ def calibrated(
     def scale(key: Key) -> float:
         name, layer = key
         if name not in cache:
-            texts = load_prompt_set("neutral")[:16]
             vectors = dict(by_name[name].vectors)
             cache[name] = typical_cosines(
-                backend.model, texts, vectors, tokenizer=backend.tokenizer
+                backend.model, neutral_texts(), vectors, tokenizer=backend.tokenizer
             )
         return cache[name][layer]
 
