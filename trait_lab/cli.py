@@ -2,8 +2,13 @@
 
 * ``trait-lab extract --trait optimism`` — extract a trait's vectors for an experiment;
 * ``trait-lab evaluate --trait optimism`` — does the trait's vector steer, where, how hard;
+* ``trait-lab infer --prompt-set neutral --traits optimism`` — per-token projection records;
 * ``trait-lab calibrate [--overwrite] [--prompt-set S [--per-token]]`` — find massive dims;
 * ``trait-lab model fetch | info`` — prepare the embedded default model, list the cache.
+
+``extract`` and ``infer`` also run data-parallel under ``torchrun`` (``torchrun
+--nproc_per_node=2 -m trait_lab extract …``): every rank runs the same command, the work is
+shared, rank 0 writes the usual outputs and prints the summary.
 
 Example:
     >>> main(["model", "--help"])  # doctest: +SKIP
@@ -17,11 +22,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from trait_lab.core.distributed import current_ranks
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import check_name, experiments_root
-from trait_lab.core.types import COMPONENTS
+from trait_lab.core.types import COMPONENTS, ProjectionConfig
 from trait_lab.dynamics.calibration import ensure_calibration, research_calibration
+from trait_lab.dynamics.inference import run_inference
 from trait_lab.dynamics.massive import NEUTRAL_PROMPTS
 from trait_lab.dynamics.per_token import PER_TOKEN_NAME
 from trait_lab.evaluation.openai_judge import OpenAIJudge
@@ -41,11 +49,15 @@ from trait_lab.prompts.positions import Position
 from trait_lab.prompts.prompt_sets import load_prompt_set
 from trait_lab.serve.cli import add_serve_parser
 from trait_lab.vectors.evaluate import run_evaluation
+from trait_lab.vectors.selection import select_vectors
 
 PROG = "trait-lab"
 
 
 def _extract(args: argparse.Namespace) -> int:
+    ranks = current_ranks()
+    if ranks.main:  # what is reused and what is computed
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = run_extraction(
         args.experiment,
         args.trait,
@@ -56,8 +68,11 @@ def _extract(args: argparse.Namespace) -> int:
         position=args.position,
         generate_responses=args.generate_responses,
         overwrite=args.overwrite,
-        progress=True,
+        progress=ranks.main,
+        ranks=ranks,
     )
+    if not ranks.main:
+        return 0
     print(f"outputs in {summary.out_dir} ({summary.computed} computed, {summary.skipped} reused)")
     for note in summary.notes:  # degenerate layers, damaged files that were recomputed
         print(f"note: {note}")
@@ -108,6 +123,47 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"  {direction:+d}: {rec.search_key} (fraction {rec.fraction or 0:+.3f}): report "
             f"delta {rec.report_delta:+.1f}, coherence {rec.report_coherence:.0f} — {state}"
         )
+    return 0
+
+
+def _trait_config(args: argparse.Namespace, trait: str, variant: str) -> ProjectionConfig:
+    """The vector a trait is projected on: ``--layer``/``--method``, else the best extracted."""
+    if args.layer is not None and args.method is not None:
+        return ProjectionConfig.single(args.layer, "residual", method=args.method)
+    (best,) = select_vectors(
+        args.experiment,
+        trait,
+        variant,
+        n=1,
+        methods=None if args.method is None else [args.method],
+        layers=None if args.layer is None else [args.layer],
+        source="extraction",
+    )
+    return ProjectionConfig.single(best.layer, best.component, method=best.method)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    ranks = current_ranks()
+    variant = load_experiment_config(args.experiment).variant(args.variant).name
+    prompts = load_prompt_set(args.prompt_set)
+    name = check_name(PROG, "prompt set", Path(args.prompt_set).stem)
+    traits = {trait: _trait_config(args, trait, variant) for trait in args.traits}
+    paths = run_inference(
+        args.experiment,
+        name,
+        prompts,
+        traits,
+        variant,
+        max_new_tokens=args.max_new_tokens,
+        overwrite=args.overwrite,
+        progress=ranks.main,
+        ranks=ranks,
+    )
+    if ranks.main:
+        described = ", ".join(
+            f"{t} (L{c.vectors[0].layer} {c.vectors[0].method})" for t, c in traits.items()
+        )
+        print(f"{len(paths)} records in {paths[0].parent if paths else '-'}: {described}")
     return 0
 
 
@@ -282,6 +338,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--judge-model", default=None, help="the judge model's name there")
     evaluate.set_defaults(run=_evaluate)
+    infer = sub.add_parser(
+        "infer", help="generate answers to a prompt set and record per-token trait projections"
+    )
+    infer.add_argument("--experiment", type=_folder_name("experiment"), default="default")
+    infer.add_argument("--variant", default=None)
+    infer.add_argument(
+        "--prompt-set", required=True, help="a built-in set name or a .txt file (one a line)"
+    )
+    infer.add_argument("--traits", nargs="+", required=True, help="extracted trait names")
+    infer.add_argument("--layer", type=_whole(0), default=None, help="default: the best layer")
+    infer.add_argument("--method", default=None, choices=METHODS, help="default: the best")
+    infer.add_argument("--max-new-tokens", type=_whole(1), default=48)
+    infer.add_argument("--overwrite", action="store_true")
+    infer.set_defaults(run=_infer)
     calibrate = sub.add_parser(
         "calibrate", help="find massive dims: the variant's calibration, or a named prompt set"
     )

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import trait_lab.extraction.pipeline as pipeline
+import trait_lab.extraction.units as units
 from tests.faults.checks import clear_error
 from tests.helpers import make_tokenizer
 from trait_lab.core.locks import LockTimeoutError
@@ -394,14 +394,14 @@ class TestDegenerateLayers:
         assert isinstance(error, ValueError)
 
     def test_sweep_records_and_skips(self, mt, tmp_path: Path, monkeypatch, caplog) -> None:
-        real = pipeline.capture_at_position
+        real = units.capture_at_position
 
         def pole_blind_layer_0(*args: Any, **kwargs: Any) -> torch.Tensor:
             acts = real(*args, **kwargs)
             acts[:, 0] = 1.0  # both poles: one and the same activation at layer 0
             return acts
 
-        monkeypatch.setattr(pipeline, "capture_at_position", pole_blind_layer_0)
+        monkeypatch.setattr(units, "capture_at_position", pole_blind_layer_0)
         root = tmp_path / "experiments"
         config(root / "e")
         kwargs = {"root": root, "model": mt[0], "tokenizer": mt[1]}

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from trait_lab.hooks import MultiLayerCapture
 from trait_lab.models import tokens
-from trait_lab.models.architectures import resolve_layers
+from trait_lab.models.architectures import input_device, resolve_layers
 from trait_lab.prompts.formatting import (
     PromptLike,
     chat_spans,
@@ -164,7 +164,7 @@ def _run_batches(
     """
     outputs: list[torch.Tensor] = []
     states = {module: module.training for module in model.modules()}
-    device = _input_device(model)
+    device = input_device(model)
     accepted = _forward_kwargs(model)
     bar = tqdm(total=len(samples), unit="prompt", desc="capture", disable=not progress)
     try:
@@ -325,13 +325,6 @@ def _pool(picked: torch.Tensor, pool: str) -> torch.Tensor:
     if pool == "last":
         return picked[-1]
     return picked
-
-
-def _input_device(model: nn.Module) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    return next(model.parameters()).device
 
 
 def _forward_kwargs(model: nn.Module) -> set[str]:

@@ -42,6 +42,7 @@ from trait_lab.activations.batches import (
 from trait_lab.activations.store import ActivationStore
 from trait_lab.io.shards import ActivationReader, ActivationWriter
 from trait_lab.models import tokens
+from trait_lab.models.architectures import input_device
 
 __all__ = ["Representations", "extract_representations"]
 
@@ -169,7 +170,7 @@ def extract_representations(
     _check_args(positions, batch_size, max_samples, pad, as_list, output_dir)
     keep_all = positions != "last"
     if device is None:
-        device = next((p.device for p in inner.parameters()), torch.device("cpu"))
+        device = input_device(inner)
     pad_id = tokens.pad_token_id(model=inner, explicit=pad_token_id)
     samples = iter_samples(dataset, max_samples)
     writer = None

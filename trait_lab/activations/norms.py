@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trait_lab.hooks import MODES, MultiLayerCapture
+from trait_lab.models.architectures import input_device
 
 
 def typical_norms(
@@ -111,7 +112,7 @@ def _ordinary_tokens(
             "every sequence has a single token, and first tokens are excluded (massive "
             "activations live there); pass longer texts"
         )
-    device = next(model.parameters()).device
+    device = input_device(model)
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
     with MultiLayerCapture(model, layers, component) as cap, torch.no_grad():
         model(**inputs)

@@ -49,7 +49,7 @@ from trait_lab.dynamics.massive import (
     load_calibration,
 )
 from trait_lab.dynamics.per_token import PER_TOKEN_NAME, per_token_values
-from trait_lab.models.architectures import hidden_size, n_layers
+from trait_lab.models.architectures import hidden_size, input_device, n_layers
 from trait_lab.models.identity import model_name
 from trait_lab.prompts.prompt_sets import load_prompt_set
 
@@ -196,7 +196,7 @@ def _collect(
     model: nn.Module, batches: list[dict[str, Any]], out_path: Path, progress: bool
 ) -> dict[str, Any]:
     """The calibration record of one pass over ``batches`` (nothing is written but the state)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     collector = MassiveDimCollector(model, out_path, max_tokens=2**62)
     total = sum(len(batch["input_ids"]) for batch in batches)
     bar = tqdm(total=total, desc="calibrating", unit="prompt", disable=not progress)

@@ -38,27 +38,26 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.distributed import Ranks, current_ranks
 from trait_lab.core.paths import extraction_dir, record_path, records_dir, vector_path
 from trait_lab.core.runs import ResumableRun
 from trait_lab.core.types import ProjectionConfig, VectorSpec
 from trait_lab.dynamics.calibration import (
-    ensure_calibration,
     experiment_variant,
-    passive_collector,
 )
-from trait_lab.dynamics.massive import NEUTRAL_PROMPTS, MassiveDimCollector
 from trait_lab.dynamics.records import (
     Members,
     ProjectionRecord,
     build_record,
     load_record,
 )
+from trait_lab.dynamics.run_calibration import calibrate_from_run
 from trait_lab.generation.backends import LocalBackend
 from trait_lab.generation.configs import CaptureConfig, SamplingConfig
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.hooks.capture import MultiLayerCapture
 from trait_lab.io.vectors import load_vector
-from trait_lab.models.architectures import hidden_size
+from trait_lab.models.architectures import hidden_size, input_device
 from trait_lab.prompts.formatting import PromptLike, encode_text, format_prompt, uses_chat_template
 
 __all__ = [
@@ -147,7 +146,7 @@ def _capture(
     sampling: SamplingConfig | None,
 ) -> tuple[list[int], dict[int, torch.Tensor]]:
     """Response ids and ``{layer: [prompt + response tokens, hidden]}`` fp32 residuals."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     if response_ids is not None:
         ids = torch.tensor([prompt_ids + response_ids], device=device)
         with (
@@ -260,8 +259,15 @@ def run_inference(
     layers: Sequence[int] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    ranks: Ranks | None = None,
 ) -> list[Path]:
     """Write one record per prompt (``<i>.json``); prompts whose record loads are skipped.
+
+    Under ``torchrun`` (``ranks``, default :func:`~trait_lab.core.distributed.current_ranks`)
+    every rank calls this with the same arguments: the pending prompts are shared among the
+    ranks (each writes its own records), the calibration is collected by all of them and
+    merged exactly (:mod:`~trait_lab.dynamics.run_calibration`), and every rank returns once
+    all records are written.
 
     The folder remembers what its records were made from (``inputs.json``: prompts, traits'
     vectors, responses, settings); a rerun with different inputs is refused unless
@@ -286,33 +292,38 @@ def run_inference(
     """
     folder = records_dir(experiment, variant, prompt_set_name, root)
     experiment_variant(experiment, variant, root)
+    ranks = ranks or current_ranks()
     loader = _extraction_loader(experiment, variant, root)
     resolved = resolve_traits(traits, loader)
     fingerprint = _fingerprint(prompts, resolved, responses, max_new_tokens, layers)
-    previous = _previous_fingerprint(folder, fingerprint, overwrite)
+    previous = ranks.on_main(lambda: _previous_fingerprint(folder, fingerprint, overwrite))
     paths = [record_path(folder, i) for i in range(len(prompts))]
     run = ResumableRun(f"inference into {folder}")
-    todo = list(range(len(paths)))
-    if previous in (None, fingerprint):  # else overwrite=True: every record is redone
-        todo = run.pending(todo, lambda i: run.done(paths[i], load_record))
+
+    def pending() -> list[int]:
+        if previous not in (None, fingerprint):  # overwrite=True: every record is redone
+            return list(range(len(paths)))
+        return run.pending(range(len(paths)), lambda i: run.done(paths[i], load_record))
+
+    todo: list[int] = ranks.on_main(pending)
     if todo and (model is None or tokenizer is None):
         root_name = None if root is None else os.fspath(root)
-        backend = LocalBackend.from_experiment(experiment, variant, root=root_name)
+        device = str(ranks.device()) if ranks.sharded else None
+        backend = LocalBackend.from_experiment(experiment, variant, root=root_name, device=device)
         model, tokenizer = backend.model, backend.tokenizer
     if todo and model is not None:
         check_widths(resolved, model)
     if previous != fingerprint:
-        _write_inputs(folder, fingerprint, wipe=previous is not None)
+        ranks.on_main(lambda: _write_inputs(folder, fingerprint, wipe=previous is not None))
     if not todo or model is None:
         return paths
-    calibration = _calibrate_from_run(
-        model, tokenizer, experiment, variant, root, [prompts[i] for i in todo], progress
+    calibration = calibrate_from_run(
+        model, tokenizer, experiment, variant, root, [prompts[i] for i in todo], progress, ranks
     )
     desc = f"inference {prompt_set_name}"
-    with tqdm(
-        total=len(paths), initial=run.skipped, desc=desc, unit="prompt", disable=not progress
-    ) as bar:
-        for i in todo:
+    mine = ranks.mine(todo)
+    with tqdm(total=len(mine), desc=desc, unit="prompt", disable=not progress) as bar:
+        for i in mine:
             (record,) = project_prompts(
                 model,
                 tokenizer,
@@ -326,49 +337,8 @@ def run_inference(
             )
             run.save(paths[i], record.save)
             bar.update()
+    ranks.barrier()  # every rank's records are written
     return paths
-
-
-def _calibrate_from_run(
-    model: nn.Module,
-    tokenizer: Any,
-    experiment: str,
-    variant: str,
-    root: str | os.PathLike[str] | None,
-    prompts: Sequence[PromptLike],
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The variant's calibration; on its first run, collected from this run's own prompts.
-
-    Records carry the massive dims' values, so the calibration must exist before the first
-    record is written. On a variant's first run the passive collector therefore watches the
-    prefill of this run's prompts first, topped up with the neutral prompt set until it has
-    its ~5000 tokens (or the set runs out); it finalizes ``calibration.json`` and removes its
-    own hooks. Later runs find the file and skip all of this. A killed first run resumes: the
-    saved state names these texts (a digest) and counts the ones it has seen, which are
-    skipped, so the calibration equals an uninterrupted run's.
-    """
-    chat = uses_chat_template(tokenizer)
-    texts = [format_prompt(tokenizer, p) for p in [*prompts, *NEUTRAL_PROMPTS]]
-    inputs = hashlib.sha256(json.dumps([chat, texts]).encode()).hexdigest()[:16]
-    collector = passive_collector(model, experiment, variant, root, inputs=inputs)
-    if isinstance(collector, MassiveDimCollector):
-        device = next(model.parameters()).device
-        bar = tqdm(
-            total=collector.max_tokens,
-            initial=collector.tokens_seen,
-            desc="calibrating",
-            unit="token",
-            disable=not progress,
-        )
-        with bar, collector, torch.no_grad():
-            for text in texts[collector.forwards_seen :]:  # a resumed state counted the rest
-                if collector.done:
-                    break
-                ids = encode_text(tokenizer, text, chat=chat)
-                model(input_ids=torch.tensor([ids], device=device))
-                bar.update(collector.tokens_seen - bar.n)
-    return ensure_calibration(model, tokenizer, experiment, variant, root)
 
 
 def _fingerprint(

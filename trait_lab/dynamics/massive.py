@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+Stats = tuple[np.ndarray, np.ndarray, float]
+"""One forward's statistics at one layer: max |activation| and sum |activation| per dim
+(float64), and the sum of the tokens' norms."""
 
 STATE_NAME = "collector_state.json"
 
@@ -146,7 +151,9 @@ class MassiveDimCollector(HookContext):
         self._counting = False
         self._take: torch.Tensor | None = None
         # Statistics of the forward in flight, merged only when it completes (owner post-hook).
-        self._pending: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._pending: dict[int, Stats] = {}
+        self._budget: int | None = None  # set while measure() runs
+        self._measured: tuple[dict[int, Stats], int] = ({}, 0)
         self.finalized = False
         self._resume()
 
@@ -211,27 +218,65 @@ class MassiveDimCollector(HookContext):
             self._add(register_tensor_hook(self.model, path, self._observer(layer)))
 
     def _owner_pre(self, mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._counting = forward_offset(args, kwargs) == 0 and not self.done
+        open_ = not self.done if self._budget is None else self._budget > 0
+        self._counting = forward_offset(args, kwargs) == 0 and open_
         mask = kwargs.get("attention_mask")
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self._take, self._pending = None, {}
 
     def _owner_post(self, mod: nn.Module, args: tuple, output: Any) -> None:
         if self._counting and self._take is not None:
-            self.tokens_seen += int(self._take.sum())
-            self.forwards_seen += 1
-            for layer, (mx, sm, nrm) in self._pending.items():
-                if layer in self.max_abs:
-                    np.maximum(self.max_abs[layer], mx, out=self.max_abs[layer])
-                    self.sum_abs[layer] += sm
-                    self.sum_norm[layer] += nrm
-                else:
-                    self.max_abs[layer], self.sum_abs[layer], self.sum_norm[layer] = mx, sm, nrm
-            self.save_state()
-            if self.done:
-                self.finalize()
-                self.remove()
+            if self._budget is None:
+                self.merge(self._pending, int(self._take.sum()))
+            else:  # measure(): kept for the caller, not merged
+                self._measured = (self._pending, int(self._take.sum()))
         self._counting, self._take, self._mask = False, None, None
+
+    def merge(self, stats: Mapping[int, Stats], tokens: int) -> None:
+        """Add one counted forward's statistics (``tokens`` tokens): what every forward does.
+
+        Saves the state, and finalizes and removes the hooks once ``max_tokens`` are seen.
+        Rank 0 of a ``torchrun`` job merges the ranks' :meth:`measure` results with it, in the
+        order one process would have fed the inputs, so the sums are the same, bit for bit.
+        """
+        self.tokens_seen += tokens
+        self.forwards_seen += 1
+        for layer, (mx, sm, nrm) in stats.items():
+            if layer in self.max_abs:
+                np.maximum(self.max_abs[layer], mx, out=self.max_abs[layer])
+                self.sum_abs[layer] += sm
+                self.sum_norm[layer] += nrm
+            else:
+                self.max_abs[layer], self.sum_abs[layer] = mx.copy(), sm.copy()
+                self.sum_norm[layer] = nrm
+        self.save_state()
+        if self.done:
+            self.finalize()
+            self.remove()
+
+    def measure(self, forward: Callable[[], object], budget: int) -> tuple[dict[int, Stats], int]:
+        """The statistics of one prefill ``forward()``, counting at most ``budget`` tokens.
+
+        Nothing is merged or written: a rank measures its share of the inputs and rank 0
+        merges every result in order (:meth:`merge`). Returns ``(stats by layer, tokens counted)``.
+
+        Example:
+            >>> import tempfile
+            >>> from trait_lab.testing import tiny_model, tiny_batch
+            >>> model = tiny_model()
+            >>> col = MassiveDimCollector(model, tempfile.mkdtemp() + "/c.json")
+            >>> stats, tokens = col.measure(lambda: model(**tiny_batch(1, 5)), budget=3)
+            >>> tokens, col.tokens_seen
+            (3, 0)
+        """
+        self._budget, self._measured = budget, ({}, 0)
+        self.register()
+        try:
+            forward()
+            return self._measured
+        finally:
+            self.remove()
+            self._budget = None
 
     def _select(self, h: torch.Tensor) -> torch.Tensor:
         """Boolean [batch, seq] of the tokens to count in this forward (padding and cap)."""
@@ -239,7 +284,7 @@ class MassiveDimCollector(HookContext):
         valid = torch.ones(batch, seq, dtype=torch.bool, device=h.device)
         if self._mask is not None and self._mask.shape[0] == batch and self._mask.shape[1] >= seq:
             valid = self._mask[:, -seq:].to(h.device).bool()
-        remaining = self.max_tokens - self.tokens_seen
+        remaining = self.max_tokens - self.tokens_seen if self._budget is None else self._budget
         flat = valid.flatten()
         flat = flat & (torch.cumsum(flat.long(), 0) <= remaining)
         return flat.view(batch, seq)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from trait_lab.core.schema import Schema
 from trait_lab.dynamics.massive import CalibrationError
 from trait_lab.hooks.capture import MultiLayerCapture
-from trait_lab.models.architectures import n_layers
+from trait_lab.models.architectures import input_device, n_layers
 from trait_lab.models.identity import model_name
 
 __all__ = ["PER_TOKEN_NAME", "PER_TOKEN_SCHEMA", "load_per_token", "per_token_values"]
@@ -73,7 +73,7 @@ def per_token_values(
         >>> per_token_values(model, batches, prompts, [507], source="neutral")  # doctest: +SKIP
     """
     rows: list[dict[str, Any]] = []
-    device = next(model.parameters()).device
+    device = input_device(model)
     bar = tqdm(total=len(prompts), desc="per-token values", unit="prompt", disable=not progress)
     capture = MultiLayerCapture(model, to_cpu=True, dtype=torch.float32)
     with bar, torch.no_grad(), capture as cap:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from trait_lab.hooks.base import active_edits
+from trait_lab.models.architectures import input_device
 from trait_lab.models.tokens import left_pad, pad_token_id, padded_positions
 from trait_lab.prompts.formatting import encode_text, format_prompt, uses_chat_template
 
@@ -94,7 +95,7 @@ def answer_nll(
         prompt = encode_text(tokenizer, format_prompt(tokenizer, question), chat=chat)
         reply = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
         rows.append((prompt + reply, len(reply)))
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = pad_token_id(tokenizer=tokenizer, model=model)
     out: list[float] = []
     for start in range(0, len(rows), batch_size):

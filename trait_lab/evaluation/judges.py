@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from trait_lab.evaluation.scoring import MAX_SCORE, MIN_NUMBER_MASS, expected_score
+from trait_lab.models.architectures import input_device
 from trait_lab.models.identity import model_identity
 from trait_lab.models.kv_cache import cache_keyword, output_cache
 from trait_lab.prompts.formatting import encode_text, format_prompt, uses_chat_template
@@ -238,7 +239,7 @@ class LocalLogprobJudge:
 
     @torch.no_grad()
     def _probs(self, prompt: list[int]) -> dict[int, float]:
-        device = next(self.model.parameters()).device
+        device = input_device(self.model)
         ids = torch.tensor([prompt], device=device)
         first = self.model(input_ids=ids, use_cache=True)
         root = torch.log_softmax(first.logits[0, -1].double(), dim=-1)

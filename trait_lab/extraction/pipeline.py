@@ -36,21 +36,20 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from trait_lab.activations.capture import capture_at_position
-from trait_lab.core.atomic import atomic_write, atomic_write_json, atomic_write_text
+from trait_lab.core.atomic import atomic_write_json, atomic_write_text
+from trait_lab.core.distributed import Ranks, current_ranks
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.jsonl import append_jsonl
 from trait_lab.core.locks import hold_lock
@@ -62,143 +61,36 @@ from trait_lab.extraction.outputs import (
     INPUTS,
     METRIC_COLUMNS,
     METRICS_LOG,
-    Claim,
     ExtractionSummary,
     Job,
     claim_folder,
-    commit_folder,
     extraction_dir,
-    load_activations,
     read_inputs,
     read_log,
     vector_loader,
     vector_path,
 )
-from trait_lab.extraction.plan import ExtractionPlan, ExtractionSettings, plan_extraction
-from trait_lab.generation.backends import GenerationConfig, LocalBackend
+from trait_lab.extraction.plan import ExtractionSettings, plan_extraction
+from trait_lab.extraction.units import (
+    UNUSABLE,
+    Acts,
+    Work,
+    capture_activations,
+    generate_responses,
+    noting,
+)
 from trait_lab.io.vectors import save_vector
 from trait_lab.math.linalg import batch_cosine_similarity
 from trait_lab.math.metrics import accuracy, effect_size, polarity_correct
 from trait_lab.models.loading import load_model
 from trait_lab.models.manifest import sha256_file
 from trait_lab.traits.dataset import TraitDataset, load_trait
-from trait_lab.traits.format import Pole
 
 __all__ = ["METRICS_LOG", "ExtractionSettings", "extract_trait", "run_extraction"]
 
 logger = logging.getLogger("trait_lab.extraction.pipeline")
 
 LOCK = ".extraction.lock"
-_FP16_MAX = 60000.0
-#: what loading a damaged output raises: the unit is recomputed
-_UNUSABLE = (OSError, ValueError, SafetensorError)
-
-_Acts = tuple[torch.Tensor, torch.Tensor]
-_Capture = Callable[[Pole, str], torch.Tensor]
-_POLES: tuple[Pole, Pole] = ("positive", "negative")
-
-
-def _storage(t: torch.Tensor) -> torch.Tensor:
-    return t.half() if float(t.abs().max()) < _FP16_MAX else t.float()
-
-
-def _noting(notes: list[str], load: Callable[[Path], Any]) -> Callable[[Path], Any]:
-    """``load``, noting in ``notes`` each file it finds unusable (the run recomputes it)."""
-
-    def checked(path: Path) -> Any:
-        try:
-            return load(path)
-        except _UNUSABLE as exc:
-            notes.append(f"recomputed {path}: {exc}")
-            raise
-
-    return checked
-
-
-def _activations(
-    out: Path,
-    plan: ExtractionPlan,
-    component: str,
-    capture: _Capture,
-    run: ResumableRun | None,
-    notes: list[str],
-) -> tuple[_Acts, bool]:
-    """``pos``/``neg`` ``[pairs, layers, hidden]`` of one component and whether it was captured.
-
-    Reloaded (when ``run`` is given) only if the file holds finite fp16/fp32 activations of
-    the plan's shape; otherwise captured, and not yet written (the caller writes it).
-    """
-    shape = (len(plan.dataset.pairs), len(plan.layers), int(plan.model_id["hidden"]))
-    load = functools.partial(load_activations, shape=shape)
-    path = activations_path(out, component)
-    stored = None if run is None else run.load(path, _noting(notes, load))
-    if stored is not None:
-        return stored, False
-    pos = _storage(capture("positive", component))
-    neg = _storage(capture("negative", component))
-    return (pos, neg), True
-
-
-def _save_activations(path: Path, acts: _Acts) -> None:
-    atomic_write(path, lambda tmp: save_file({"pos": acts[0], "neg": acts[1]}, str(tmp)))
-
-
-def _generated(
-    out: Path, model: Any, tokenizer: Any, plan: ExtractionPlan, run: ResumableRun | None
-) -> tuple[dict[Pole, list[str]] | None, bool]:
-    """Responses generated under each pole's system prompt (cached in ``responses.json``
-    when ``run`` is given), and whether they were generated now (the caller saves them)."""
-    settings, dataset = plan.settings, plan.dataset
-    if not settings.generate_responses:
-        return None, False
-
-    def load(p: Path) -> dict[Pole, list[str]]:
-        cached = json.loads(p.read_text())
-        if not all(len(cached.get(pole, ())) == len(dataset.pairs) for pole in _POLES):
-            raise ValueError(f"{p} does not hold {len(dataset.pairs)} responses per pole")
-        return cached
-
-    cached = None if run is None else run.load(out / "responses.json", load)
-    if cached is not None:
-        return cached, False
-    backend = LocalBackend.from_model(model, tokenizer)
-    config = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
-    )
-    responses = {pole: backend.generate(dataset.prompts(pole), config) for pole in _POLES}
-    for pole, texts in responses.items():
-        empty = [dataset.pairs[i].id for i, text in enumerate(texts) if not text.strip()]
-        if empty:
-            raise ValueError(
-                f"the model gave empty {pole} responses for pairs {empty[:5]}; raise "
-                "max_new_tokens, or extract at the prompt (generate_responses=False)"
-            )
-    return responses, True
-
-
-def _capturer(
-    model: Any, tokenizer: Any, plan: ExtractionPlan, generated: dict[Pole, list[str]] | None
-) -> _Capture:
-    """``capture(pole, component)``: ``[pairs, layers, hidden]`` mean-pooled at the position."""
-    dataset = plan.dataset
-
-    def capture(pole: Pole, component: str) -> torch.Tensor:
-        responses = generated[pole] if generated else dataset.responses(pole)
-        acts = capture_at_position(
-            model,
-            tokenizer,
-            dataset.prompts(pole),
-            list(plan.layers),
-            plan.position,
-            pool="mean",
-            responses=responses,
-            component=component,
-            batch_size=plan.settings.batch_size,
-        )
-        assert isinstance(acts, torch.Tensor)
-        return acts if acts.dim() == 3 else acts.unsqueeze(1)
-
-    return capture
 
 
 def _score(vector: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, Any]:
@@ -212,13 +104,14 @@ def _score(vector: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[s
 
 
 def _extract_one(
-    out: Path, plan: ExtractionPlan, job: Job, acts: _Acts, run: ResumableRun
+    work: Work, job: Job, acts: Acts, log: Callable[[Job, dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Extract, score and save one vector, append its metrics row, and return the row.
+    """Extract, score and save one vector, ``log`` its metrics row, and return the row.
 
     A :class:`DegenerateLayerError` (no direction at this layer) is logged as a row with
     ``"degenerate"`` (its reason) and no vector file.
     """
+    out, plan, run = work.out, work.plan, work.run
     component, method_name, layer = job
     li = plan.layers.index(layer)
     pos, neg = acts[0][:, li].float(), acts[1][:, li].float()
@@ -234,7 +127,7 @@ def _extract_one(
         )
         row = {"component": component, "method": method_name, "layer": layer}
         row["degenerate"] = str(exc)
-        append_jsonl(out / METRICS_LOG, row)
+        log(job, row)
         return row
     scores = _score(result.vector, pos[val], neg[val])
     train_scores = _score(result.vector, pos[train], neg[train])
@@ -264,7 +157,7 @@ def _extract_one(
         "diagnostics": result.diagnostics,
         "sha256": sha256_file(path),
     }
-    append_jsonl(out / METRICS_LOG, row)
+    log(job, row)
     return row
 
 
@@ -278,12 +171,16 @@ def extract_trait(
     overwrite: bool = False,
     progress: bool = False,
     lock_timeout: float | None = None,
+    ranks: Ranks | None = None,
 ) -> ExtractionSummary:
     """Run (or resume) extraction of one trait into ``out_dir``; see the module docstring.
 
     While another run of the same folder holds its lock, this one logs whom it waits for and
     waits (up to ``lock_timeout`` seconds when given, then
-    :class:`~trait_lab.core.locks.LockTimeoutError`).
+    :class:`~trait_lab.core.locks.LockTimeoutError`). Under ``torchrun`` (``ranks``, default
+    :func:`~trait_lab.core.distributed.current_ranks`) every rank calls this with the same
+    arguments: batches and vectors are shared among the ranks, rank 0 holds the lock, merges
+    and writes the usual outputs, and every rank returns the same summary.
 
     Example:
         >>> summary = extract_trait(model, tokenizer, "optimism", "out")  # doctest: +SKIP
@@ -291,64 +188,91 @@ def extract_trait(
     """
     dataset = trait if isinstance(trait, TraitDataset) else load_trait(trait)
     plan = plan_extraction(model, dataset, settings or ExtractionSettings())
+    ranks = ranks or current_ranks()
     out = Path(out_dir)
     hashes = (plan.inputs()["hash"], plan.legacy_hash)
-    claim_folder(out, hashes, overwrite)  # refuse others' outputs before taking the lock
-    with hold_lock(out / LOCK, f"run of this extraction ({dataset.name})", lock_timeout):
-        claim = claim_folder(out, hashes, overwrite)
-        return _extract(out, model, tokenizer, plan, claim, progress)
+    # refuse others' outputs before taking the lock
+    ranks.on_main(lambda: claim_folder(out, hashes, overwrite))
+    holder = f"run of this extraction ({dataset.name})"
+    lock = hold_lock(out / LOCK, holder, lock_timeout) if ranks.main else nullcontext()
+    with lock:
+        claim = ranks.on_main(lambda: claim_folder(out, hashes, overwrite))
+        run = ResumableRun(f"extraction of {dataset.name}", errors=UNUSABLE)
+        work = Work(out, plan, model, tokenizer, ranks, run, claim, committed=claim == "resume")
+        return _extract(work, progress)
 
 
-def _extract(
-    out: Path, model: Any, tokenizer: Any, plan: ExtractionPlan, claim: Claim, progress: bool
-) -> ExtractionSummary:
-    """The run itself, under the folder's lock; ``claim`` says what ``out`` holds now."""
-    name = plan.dataset.name
-    notes: list[str] = []
-    run = ResumableRun(f"extraction of {name}", errors=_UNUSABLE)
-    resume = run if claim == "resume" else None
-    generated, new_responses = _generated(out, model, tokenizer, plan, resume)
-    capture = _capturer(model, tokenizer, plan, generated)
-    rows = read_log(out) if resume else {}
+def _rows(work: Work, read: bool) -> dict[Job, dict[str, Any]]:
+    """The logged rows (when ``read``), with the rows of jobs the ranks left in units (rank 0).
+
+    A job's row left by a rank (``rows/<component>-<method>-<layer>.json``) is appended to the
+    log, in the plan's order: after a sharded run, and on resuming one a kill stopped.
+    """
+    if not read:
+        return {}
+    rows = read_log(work.out)
+    for job in work.plan.jobs:
+        left = work.run.load(_row_path(work, job), _read_row) if job not in rows else None
+        if left is not None:
+            append_jsonl(work.out / METRICS_LOG, left)
+            rows[job] = left
+    return rows
+
+
+def _row_path(work: Work, job: Job) -> Path:
+    return work.units / "rows" / f"{job[0]}-{job[1]}-{job[2]}.json"
+
+
+def _read_row(path: Path) -> dict[str, Any]:
+    row = json.loads(path.read_text())
+    if not isinstance(row, dict):
+        raise ValueError(f"{path} does not hold a metrics row")
+    return row
+
+
+def _extract(work: Work, progress: bool) -> ExtractionSummary:
+    """The run itself (rank 0 holds the folder's lock); ``work.claim`` says what ``out`` holds."""
+    out, plan, ranks, run = work.out, work.plan, work.ranks, work.run
     hidden = int(plan.model_id["hidden"])
+    rows = ranks.on_main(lambda: _rows(work, work.claim == "resume"))
 
     def done(job: Job) -> bool:  # logged AND (degenerate, or its file verifies)
         row = rows.get(job)
         if row is None:
             return False
         path = vector_path(out, *job)
-        return "degenerate" in row or run.done(path, _noting(notes, vector_loader(hidden, row)))
+        return "degenerate" in row or run.done(path, noting(work.notes, vector_loader(hidden, row)))
 
-    todo = run.pending(plan.jobs, done) if resume else plan.jobs
-    claimed = resume is not None
+    def log(job: Job, row: dict[str, Any]) -> None:  # alone: the log; sharded: a unit file
+        if ranks.sharded:
+            work.unit_run.save(_row_path(work, job), lambda p: atomic_write_json(p, row))
+        else:
+            append_jsonl(out / METRICS_LOG, row)
+
+    todo: list[Job] = ranks.on_main(lambda: run.pending(plan.jobs, done))
+    name = plan.dataset.name
+    responses = generate_responses(work)
     with tqdm(
         total=len(plan.jobs), initial=run.skipped, desc=f"extracting {name}", disable=not progress
     ) as bar:
         for component in plan.settings.components:
-            acts, captured = _activations(out, plan, component, capture, resume, notes)
-            if not claimed:  # the first capture succeeded: every setting works on this model
-                commit_folder(out, plan.inputs(), claim)
-                claimed = True
-            if new_responses:
-                atomic_write_json(out / "responses.json", generated)
-                new_responses = False
-            if captured:
-                _save_activations(activations_path(out, component), acts)
-            for job in (job for job in todo if job[0] == component):
-                rows[job] = _extract_one(out, plan, job, acts, run)
+            acts = capture_activations(work, component, responses)
+            jobs = ranks.mine([job for job in todo if job[0] == component])
+            for job in jobs:
+                rows[job] = _extract_one(work, job, acts, log)
                 bar.update()
-    return _finish(out, model, plan, rows, run, notes)
+            ranks.barrier()
+    if ranks.sharded:
+        rows = ranks.on_main(lambda: _rows(work, True))  # the ranks' rows, in plan order
+    computed = sum(ranks.gather(run.computed))
+    summary = ranks.on_main(lambda: _finish(work, rows, computed))
+    work.clean()
+    return summary
 
 
-def _finish(
-    out: Path,
-    model: Any,
-    plan: ExtractionPlan,
-    rows: dict[Job, dict[str, Any]],
-    run: ResumableRun,
-    notes: list[str],
-) -> ExtractionSummary:
-    """Write ``metrics.csv`` and ``metadata.json``; the summary of the run."""
+def _finish(work: Work, rows: dict[Job, dict[str, Any]], computed: int) -> ExtractionSummary:
+    """Write ``metrics.csv`` and ``metadata.json``; the summary of the run (rank 0)."""
+    out, model, plan, notes = work.out, work.model, work.plan, work.notes
     inputs = plan.inputs()
     if (read_inputs(out) or {}).get("hash") != inputs["hash"]:  # written by an older trait_lab
         atomic_write_json(out / INPUTS, inputs)
@@ -384,7 +308,7 @@ def _finish(
     )
     save_json(meta, metadata_path(out))
     return ExtractionSummary(
-        out, table, computed=run.computed, skipped=run.skipped, notes=notes, degenerate=degenerate
+        out, table, computed=computed, skipped=work.run.skipped, notes=notes, degenerate=degenerate
     )
 
 
@@ -398,13 +322,15 @@ def run_extraction(
     tokenizer: Any = None,
     overwrite: bool = False,
     progress: bool = False,
+    ranks: Ranks | None = None,
     **settings: Any,
 ) -> ExtractionSummary:
     """Extract a trait for an experiment's model variant into its extraction folder.
 
     ``model``/``tokenizer`` may be passed when already loaded (they must be the variant's).
     Keyword ``settings`` are ``ExtractionSettings`` fields (lists are accepted). Every name
-    and setting is checked before the model is loaded.
+    and setting is checked before the model is loaded. Under ``torchrun`` each rank loads the
+    model (on ``cuda:<local rank>`` with NCCL) and the work is shared (:func:`extract_trait`).
     """
 
     config = load_experiment_config(experiment, root)
@@ -415,8 +341,10 @@ def run_extraction(
     checked = ExtractionSettings(**fields)
     dataset = load_trait(trait)
     out = extraction_dir(experiment, dataset.name, chosen.name, root)
+    ranks = ranks or current_ranks()
     if model is None or tokenizer is None:
-        model, tokenizer = load_model(chosen.model)
+        device = str(ranks.device()) if ranks.sharded else None
+        model, tokenizer = load_model(chosen.model, device=device)
     return extract_trait(
-        model, tokenizer, dataset, out, checked, overwrite=overwrite, progress=progress
+        model, tokenizer, dataset, out, checked, overwrite=overwrite, progress=progress, ranks=ranks
     )

@@ -32,7 +32,7 @@ from trait_lab.generation.configs import (
 from trait_lab.generation.generator import HookedGenerator
 from trait_lab.generation.vllm import VLLMBackend
 from trait_lab.hooks import MultiLayerCapture
-from trait_lab.models.architectures import hidden_size, n_layers
+from trait_lab.models.architectures import hidden_size, input_device, n_layers
 from trait_lab.models.loading import load_model
 from trait_lab.prompts.formatting import PromptLike, format_prompt, uses_chat_template
 
@@ -134,7 +134,8 @@ class LocalBackend:
 
     @property
     def device(self) -> torch.device:
-        return next(self._model.parameters()).device
+        """Where input ids go: the input embedding's device (also under a ``device_map``)."""
+        return input_device(self._model)
 
     @property
     def use_chat_template(self) -> bool:

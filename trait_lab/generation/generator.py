@@ -6,7 +6,9 @@ and ``generate`` (which collects the stream's events into per-row results). It m
 own EOS; steering is applied from the position that predicts the first generated token on (and
 optionally to the prompt); captured activations and projection scores line up 1:1 with tokens:
 token ``k``'s entry is the hidden state at token ``k``'s own position, exactly what a no-cache
-forward over the final sequence gives there.
+forward over the final sequence gives there. A model spread over devices (``device_map``) works
+the same: ids go to the input embedding's device (``architectures.input_device``), steering
+vectors to each block's, captures and projection scores come back on the CPU.
 
 Example:
     >>> import torch
@@ -38,7 +40,7 @@ from trait_lab.generation.configs import (
 )
 from trait_lab.generation.step_hooks import StepHooks
 from trait_lab.models import tokens
-from trait_lab.models.architectures import COMPONENTS, n_layers
+from trait_lab.models.architectures import COMPONENTS, input_device, n_layers
 from trait_lab.models.kv_cache import cache_keyword, output_cache
 
 __all__ = [
@@ -147,7 +149,8 @@ class HookedGenerator:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where input ids go: the input embedding's device (also under a ``device_map``)."""
+        return input_device(self.model)
 
     def _inputs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
@@ -260,7 +263,9 @@ class HookedGenerator:
                 return
             logits = out.logits[:, -1, :]
             hooks.check_step(logits, step)
-            token = sampling.choose(logits, rng)
+            if step == 0 and rng and rng[0].device != logits.device:  # a map's last device
+                rng = sampling.generators(logits.device, batch)
+            token = sampling.choose(logits, rng).to(ids.device)
             token = torch.where(finished, torch.full_like(token, pad), token)
             new = [None if finished[i] else int(token[i]) for i in range(batch)]
             if eos:

@@ -4,6 +4,13 @@ A hook context registers PyTorch hooks on ``__enter__`` and removes every one of
 ``__exit__``, also when the body raised. Vector math runs in fp32 whatever the model dtype and
 the result is cast back; vectors follow the activations to their device on first use.
 
+Models spread over devices (``load_model(device_map=...)``, ``models.device_map.dispatch``)
+need nothing special: accelerate wraps each module's ``forward``, and our torch hooks run around
+that call, so an output hook sees the activations on the device the module ran on (each block's
+own device on a multi-GPU map) and a vector is copied there once per device (``DeviceVector``).
+An ``":input"`` hook runs before accelerate moves the input, on the previous module's device;
+the numbers are the same. Offloaded weights (``"cpu"``/``"disk"``) are loaded for the call only.
+
 Limitation: on transformers 4.57, ``output_hidden_states`` is recorded inside each block's
 ``forward``, before any forward hook runs, so ``hidden_states[L + 1]`` misses an edit hooked onto
 block ``L`` (the model, and every later entry, do see it). Read hooked activations with
@@ -273,7 +280,11 @@ def expected_width(model: nn.Module, path: str) -> int | None:
 
 
 class DeviceVector:
-    """A validated fp32 vector (or matrix) with per-device copies made on first use."""
+    """A validated fp32 vector (or matrix) with per-device copies made on first use.
+
+    ``on(h.device)`` inside a hook gives the copy on the activations' device, so one hook works
+    on every block of a model spread over several GPUs (each device copied to once).
+    """
 
     def __init__(self, tensor: torch.Tensor) -> None:
         self.cpu = tensor

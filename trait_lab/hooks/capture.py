@@ -62,7 +62,8 @@ class CaptureHook(HookContext):
         target: a layer index (with ``component``) or a module path such as ``"model.layers.3"``
             (``":input"`` suffix for a module's input).
         component: one of ``trait_lab.models.architectures.COMPONENTS`` when ``target`` is an int.
-        to_cpu: move captures to CPU as they arrive (default keeps them on the model's device).
+        to_cpu: move captures to CPU as they arrive (default keeps them where they were made:
+            the model's device, or under a ``device_map`` each block's own device).
         dtype: cast captures to this dtype (e.g. ``torch.float32`` for a bf16 model).
 
     Example:

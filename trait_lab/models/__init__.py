@@ -13,6 +13,7 @@ from trait_lab.models.architectures import (
     get_hook_path,
     get_module,
     hidden_size,
+    input_device,
     model_type,
     n_layers,
     resolve_layers,
@@ -47,6 +48,7 @@ from trait_lab.models.conversion import (
     convert_gguf,
     gguf_tokenizer_flags,
 )
+from trait_lab.models.device_map import check_covers, check_device_map, dispatch
 from trait_lab.models.identity import (
     model_identity,
     model_name,
@@ -104,6 +106,8 @@ __all__ = [
     "cache_length",
     "cache_problem",
     "cache_root",
+    "check_covers",
+    "check_device_map",
     "convert_gguf",
     "convert_into_cache",
     "converter_tag",
@@ -111,6 +115,7 @@ __all__ = [
     "default_slug",
     "detect_contribution_paths",
     "discard",
+    "dispatch",
     "download_default_gguf",
     "ensure_converted",
     "ensure_default",
@@ -122,6 +127,7 @@ __all__ = [
     "get_module",
     "gguf_tokenizer_flags",
     "hidden_size",
+    "input_device",
     "installed_default_gguf",
     "is_cache",
     "left_pad",

@@ -25,6 +25,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 # The component names live in the torch-free types module; re-exported here.
@@ -171,6 +172,45 @@ def hidden_size(model: nn.Module) -> int:
         if isinstance(value, int):
             return value
     raise ValueError(f"cannot tell the hidden size of {type(model).__name__}: no hidden_size")
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device a model's input ids must be on: where its input embedding runs.
+
+    Under a ``device_map`` (accelerate), parameters may sit on ``"meta"`` (offloaded to CPU or
+    disk) or on several devices, so ``next(model.parameters()).device`` is wrong there; the
+    embedding's (else the model's) accelerate hook knows its execution device. Without hooks it
+    is the embedding's device, else the first parameter not on ``"meta"``, else the CPU.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> input_device(tiny_model())
+        device(type='cpu')
+    """
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        embed = get() if callable(get) else None
+    except (AttributeError, NotImplementedError):
+        embed = None
+    for module in (embed, model):
+        device = _execution_device(module)
+        if device is not None:
+            return device
+    params = [] if not isinstance(embed, nn.Module) else list(embed.parameters())
+    for param in [*params, *model.parameters()]:
+        if param.device.type != "meta":
+            return param.device
+    return torch.device("cpu")
+
+
+def _execution_device(module: object) -> torch.device | None:
+    """The execution device of accelerate's ``AlignDevicesHook`` on ``module``, if it has one."""
+    hook = getattr(module, "_hf_hook", None)
+    for part in (hook, *getattr(hook, "hooks", ())):
+        device = getattr(part, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return None
 
 
 def _layout_from_names(names: set[str]) -> BlockLayout | None:

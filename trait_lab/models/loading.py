@@ -6,6 +6,9 @@ fp32 once and cached as safetensors under ``$TRAIT_LAB_CACHE`` (default ``~/.cac
 later loads take well under a second. From a shell, ``trait-lab model fetch``
 prepares the default model and ``trait-lab model info`` lists the cache.
 
+A model too large for one device is spread with ``device_map`` (accelerate; see
+:mod:`trait_lab.models.device_map`, whose ``dispatch`` does the same to a model in memory).
+
 Example:
     >>> model, tokenizer = load_model()  # doctest: +SKIP
     >>> model.config.num_hidden_layers, tokenizer.padding_side  # doctest: +SKIP
@@ -28,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import trait_lab.models.cache as model_cache
 from trait_lab.core.records import invalid
 from trait_lab.models.cache import ChecksumError, ModelNotFoundError, cache_root
+from trait_lab.models.device_map import DeviceMap, Placement, check_covers, check_device_map
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,7 +107,8 @@ def load_model(
     *,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
-    device_map: str | dict[str, int | str] | None = None,
+    device_map: DeviceMap | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -120,7 +125,12 @@ def load_model(
             dtype); ``None`` keeps transformers' default (fp32 for the default model).
         device: move the model there ("cpu", "cuda", "cuda:1", "mps"). Not with ``device_map``.
         device_map: passed to ``from_pretrained`` (accelerate) to spread a large model over
-            devices, e.g. "auto". Not with ``device``.
+            devices: a strategy ("auto", "balanced", "balanced_low_0", "sequential"), one
+            device ("cuda:0"), or ``{module path: device}`` with devices ints (GPU index),
+            "cpu", "disk", "cuda:N", "mps". Not with ``device``. Slower: "cpu"/"disk" blocks
+            have their weights copied in at every forward (see :func:`dispatch`).
+        offload_folder: where "disk" weights are kept (needed when ``device_map`` has "disk"
+            entries, or when "auto" may spill to disk).
         cache_dir: trait_lab's cache (converted GGUFs); default ``$TRAIT_LAB_CACHE`` or
             ``~/.cache/trait_lab``. The HF hub cache is separate (``HF_HOME``).
         local_files_only: never download. ``None`` means: for hub ids, follow
@@ -135,8 +145,8 @@ def load_model(
             the model.
         ChecksumError: the default model's GGUF is not the expected file.
         TypeError: ``name_or_path`` is not a str, an ``os.PathLike`` or None.
-        ValueError: an empty ``name_or_path``, a bad ``dtype``/``device``, or both ``device``
-            and ``device_map``.
+        ValueError: an empty ``name_or_path``, a bad ``dtype``/``device``/``device_map``, both
+            ``device`` and ``device_map``, or "disk" entries without ``offload_folder``.
 
     Example:
         >>> model, tok = load_model(dtype="bfloat16")  # doctest: +SKIP
@@ -151,12 +161,15 @@ def load_model(
         )
     dtype_arg = _parse_dtype(dtype)
     target = _parse_device(device)
+    placement = check_device_map(device_map, offload_folder, "load_model")
     root = cache_root(cache_dir)
     if name_or_path is None:
         ensure = functools.partial(model_cache.ensure_default, root, bool(local_files_only))
-        model, tokenizer = _load_cached(ensure, dtype_arg, device_map)
+        model, tokenizer = _load_cached(ensure, dtype_arg, placement)
     else:
-        model, tokenizer = _load_named(name_or_path, root, dtype_arg, device_map, local_files_only)
+        model, tokenizer = _load_named(name_or_path, root, dtype_arg, placement, local_files_only)
+    if placement is not None and isinstance(placement[0], dict):
+        check_covers(model, placement[0], "load_model")
     if target is not None:
         model.to(target)  # type: ignore[arg-type]  # transformers' `to` wrapper is mistyped
     model.eval()
@@ -227,15 +240,17 @@ def _hub_offline(local_files_only: bool | None) -> bool:
 def _from_pretrained(
     ref: str | Path,
     dtype: torch.dtype | str | None,
-    device_map: str | dict[str, int | str] | None,
+    placement: Placement,
     local_files_only: bool,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
     kwargs: dict[str, object] = {"local_files_only": local_files_only}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if device_map is not None:
-        kwargs["device_map"] = device_map
+    if placement is not None:
+        kwargs["device_map"], folder = placement
+        if folder is not None:
+            kwargs["offload_folder"] = folder
     model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_files_only)
     return model, tokenizer
@@ -244,7 +259,7 @@ def _from_pretrained(
 def _load_cached(
     ensure: Callable[..., Path],
     dtype: torch.dtype | str | None,
-    device_map: str | dict[str, int | str] | None,
+    placement: Placement,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a converted folder; if a verified copy still fails to load, convert once more.
 
@@ -254,17 +269,17 @@ def _load_cached(
 
     folder = ensure(force=False)
     try:
-        return _from_pretrained(folder, dtype, device_map, True)
+        return _from_pretrained(folder, dtype, placement, True)
     except (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError) as exc:
         logger.warning("cached model %s failed to load (%r); converting it again", folder, exc)
-    return _from_pretrained(ensure(force=True), dtype, device_map, True)
+    return _from_pretrained(ensure(force=True), dtype, placement, True)
 
 
 def _load_named(
     name_or_path: str | os.PathLike[str],
     root: Path,
     dtype: torch.dtype | str | None,
-    device_map: str | dict[str, int | str] | None,
+    placement: Placement,
     local_files_only: bool | None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     text = os.fspath(name_or_path)
@@ -276,11 +291,11 @@ def _load_named(
                 "model folder (with config.json), a hub id, or None for the default model."
             )
         ensure = functools.partial(model_cache.ensure_gguf, path.absolute(), root)
-        return _load_cached(ensure, dtype, device_map)
+        return _load_cached(ensure, dtype, placement)
     if path.is_dir():
         _check_folder(path)
         try:
-            return _from_pretrained(path, dtype, device_map, True)
+            return _from_pretrained(path, dtype, placement, True)
         except SafetensorError as exc:
             bad = ", ".join(_unreadable_weights(path)) or "a weights file"
             raise ModelNotFoundError(
@@ -301,7 +316,7 @@ def _load_named(
             "('org/name') either. Pass an existing .gguf file or model folder, a hub id, or "
             "call load_model() for the embedded default model."
         )
-    return _load_hub(text, dtype, device_map, _hub_offline(local_files_only))
+    return _load_hub(text, dtype, placement, _hub_offline(local_files_only))
 
 
 def _check_folder(path: Path) -> None:
@@ -334,12 +349,12 @@ def _unreadable_weights(folder: Path) -> list[str]:
 def _load_hub(
     hub_id: str,
     dtype: torch.dtype | str | None,
-    device_map: str | dict[str, int | str] | None,
+    placement: Placement,
     offline: bool,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     fix = _FIX.format(id=hub_id, default=DEFAULT_MODEL)
     try:
-        return _from_pretrained(hub_id, dtype, device_map, offline)
+        return _from_pretrained(hub_id, dtype, placement, offline)
     except OSError as exc:
         if offline:
             why = (
