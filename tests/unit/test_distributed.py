@@ -23,6 +23,8 @@ from safetensors.torch import load_file
 import trait_lab.extraction.units as units
 from tests.helpers import make_tokenizer
 from trait_lab.core.distributed import RankFailedError, Ranks, current_ranks
+from trait_lab.dynamics.calibration import calibrate
+from trait_lab.dynamics.massive import NEUTRAL_PROMPTS
 from trait_lab.extraction.pipeline import ExtractionSettings, extract_trait
 from trait_lab.extraction.units import SHARDS, batches
 from trait_lab.testing import tiny_model
@@ -100,6 +102,11 @@ def _extract_failing(ranks: Ranks, out: str) -> Any:
         return _extract(ranks, out)
     finally:
         units.capture_at_position = real
+
+
+def _calibrate(ranks: Ranks, out: str) -> dict[str, Any]:
+    model, tokenizer = _tiny()
+    return calibrate(model, tokenizer, list(NEUTRAL_PROMPTS[:13]), out, batch_size=3, ranks=ranks)
 
 
 def _collectives(ranks: Ranks) -> dict[str, Any]:
@@ -195,6 +202,15 @@ class TestTwoRanks:
         assert results[0][1]["computed"] == alone["computed"] == 4
         assert _outputs(two) == _outputs(one)
         assert not (two / SHARDS).exists()
+
+    def test_calibration_merges_exactly(self, tmp_path: Path) -> None:
+        torch.set_num_threads(1)
+        alone = _calibrate(Ranks(), str(tmp_path / "one" / "calibration.json"))
+        path = tmp_path / "two" / "calibration.json"
+        results = spawn(_calibrate, str(path))
+        assert results[0] == results[1] == ("ok", alone)  # every float the same
+        assert json.loads(path.read_text()) == alone
+        assert sorted(p.name for p in path.parent.iterdir()) == ["calibration.json"]
 
     def test_a_rank_failing_mid_run_stops_all_and_the_rerun_reuses_its_units(
         self, tmp_path: Path, caplog

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
@@ -37,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.distributed import Ranks, current_ranks
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import calibration_path, config_path, research_dir
 from trait_lab.core.types import ModelVariant
@@ -131,6 +133,7 @@ def calibrate(
     *,
     progress: bool = ...,
     source: str | None = ...,
+    ranks: Ranks | None = ...,
 ) -> dict[str, Any]: ...
 @overload
 def calibrate(
@@ -143,6 +146,7 @@ def calibrate(
     *,
     progress: bool = ...,
     source: str | None = ...,
+    ranks: Ranks | None = ...,
 ) -> tuple[dict[str, Any], dict[str, Any]]: ...
 def calibrate(
     model: nn.Module,
@@ -154,6 +158,7 @@ def calibrate(
     *,
     progress: bool = False,
     source: str | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
     """Explicit calibration on ``prompts`` (every token counts); writes and returns the record.
 
@@ -165,50 +170,80 @@ def calibrate(
     of the massive dims (the candidates plus the ``"top5"`` clean-option dims), written to
     ``per_token.json`` beside ``out_path`` (layout: :mod:`trait_lab.dynamics.per_token`).
     ``tokenizer(texts, return_tensors="pt", padding=True)`` must return ids and a mask.
-    ``progress`` shows a bar per pass.
+    ``progress`` shows a bar per pass. Under ``torchrun`` (``ranks``, default
+    :func:`~trait_lab.core.distributed.current_ranks`) the batches are shared among the ranks
+    and merged exactly; rank 0 writes the files (and computes the per-token table alone).
 
     Example:
         >>> calibrate(model, tokenizer, NEUTRAL_PROMPTS, "calibration.json")  # doctest: +SKIP
     """
     prompts, source = _checked(prompts, batch_size, source)
+    ranks = ranks or current_ranks()
     out_path = Path(out_path)
     batches = _batches(tokenizer, prompts, batch_size)
     state = out_path.with_name(STATE_NAME)
-    state.unlink(missing_ok=True)
+    ranks.on_main(lambda: state.unlink(missing_ok=True))
     table: dict[str, Any] | None = None
     try:
-        record = _collect(model, batches, out_path, progress)
+        record = _collect(model, batches, out_path, progress, ranks)
         record.update(prompt_source=source, n_prompts=len(prompts))
-        if per_token:
+        if per_token:  # research output: rank 0 alone
             dims = sorted(set(record["candidates"]) | set(dims_to_clean(record, "top5")))
-            table = per_token_values(
-                model, batches, prompts, dims, source=source, progress=progress
+            table = ranks.on_main(
+                lambda: per_token_values(
+                    model, batches, prompts, dims, source=source, progress=progress
+                )
             )
     finally:
-        state.unlink(missing_ok=True)  # the collector saves it after every forward
-    if table is not None:
+        if ranks.main:
+            state.unlink(missing_ok=True)  # the collector saves it after every forward
+    if ranks.main and table is not None:
         atomic_write_json(out_path.with_name(PER_TOKEN_NAME), table, indent=None)
-    atomic_write_json(out_path, record)
+    if ranks.main:
+        atomic_write_json(out_path, record)
+    ranks.barrier()
     return record if table is None else (record, table)
 
 
 def _collect(
-    model: nn.Module, batches: list[dict[str, Any]], out_path: Path, progress: bool
+    model: nn.Module, batches: list[dict[str, Any]], out_path: Path, progress: bool, ranks: Ranks
 ) -> dict[str, Any]:
-    """The calibration record of one pass over ``batches`` (nothing is written but the state)."""
+    """The calibration record of one pass over ``batches`` (nothing is written but the state).
+
+    Under ``torchrun`` each rank measures its share of the batches
+    (:meth:`MassiveDimCollector.measure`) and rank 0 merges them in batch order: the same
+    additions in the same order as one process, so the same record, bit for bit.
+    """
     device = input_device(model)
     collector = MassiveDimCollector(model, out_path, max_tokens=2**62)
-    total = sum(len(batch["input_ids"]) for batch in batches)
+    mine = ranks.mine(range(len(batches)))
+    total = sum(len(batches[i]["input_ids"]) for i in mine)
     bar = tqdm(total=total, desc="calibrating", unit="prompt", disable=not progress)
+    measured = {}
     with bar, torch.no_grad():
-        collector.attach()
+        if not ranks.sharded:
+            collector.attach()
         try:
-            for batch in batches:
-                model(**{k: v.to(device) for k, v in batch.items()})
-                bar.update(len(batch["input_ids"]))
+            for i in mine:
+                inputs = {k: v.to(device) for k, v in batches[i].items()}
+                if ranks.sharded:
+                    forward = functools.partial(model, **inputs)
+                    measured[i] = collector.measure(forward, collector.max_tokens)
+                else:
+                    model(**inputs)
+                bar.update(len(batches[i]["input_ids"]))
         finally:
             collector.remove()
-    return collector.calibration()
+    if not ranks.sharded:
+        return collector.calibration()
+    shares = ranks.gather(measured)
+
+    def merge() -> dict[str, Any]:
+        for i in range(len(batches)):
+            collector.merge(*shares[i % ranks.world][i])
+        return collector.calibration()
+
+    return ranks.on_main(merge)
 
 
 def _usable(path: Path, model: nn.Module, action: str) -> dict[str, Any] | None:
