@@ -25,10 +25,13 @@ from tests.helpers import make_tokenizer
 from trait_lab.core.distributed import RankFailedError, Ranks, current_ranks
 from trait_lab.dynamics.calibration import calibrate
 from trait_lab.dynamics.massive import NEUTRAL_PROMPTS
+from trait_lab.evaluation.search import SearchSettings
 from trait_lab.extraction.pipeline import ExtractionSettings, extract_trait
 from trait_lab.extraction.units import SHARDS, batches
-from trait_lab.testing import tiny_model
+from trait_lab.testing import tiny_model, tiny_tokenizer
 from trait_lab.traits.dataset import load_trait
+from trait_lab.vectors.evaluate import evaluate_steering
+from trait_lab.vectors.selection import select_vectors
 
 TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} "
@@ -109,6 +112,26 @@ def _calibrate(ranks: Ranks, out: str) -> dict[str, Any]:
     return calibrate(model, tokenizer, list(NEUTRAL_PROMPTS[:13]), out, batch_size=3, ranks=ranks)
 
 
+def _evaluate(ranks: Ranks, root: str, folder: str) -> list[str]:
+    """The steering evaluation of a tiny model's refusal vectors; every log line, in order."""
+    model, tokenizer = tiny_model(), tiny_tokenizer()
+    tokenizer.chat_template = TEMPLATE
+    candidates = select_vectors("demo", "refusal", root=root, n=2, min_accuracy=0.0)
+    settings = SearchSettings(start=0.5, max_rounds=3, max_new_tokens=4, batch_rows=7)
+    summary = evaluate_steering(
+        model,
+        tokenizer,
+        load_trait("refusal"),
+        candidates,
+        folder,
+        settings=settings,
+        threshold=0.0,
+        names=("demo", "instruct", "default"),
+        ranks=ranks,
+    )
+    return [repr(summary.recommendations), repr(summary.search_baseline)]
+
+
 def _collectives(ranks: Ranks) -> dict[str, Any]:
     """Gather, share and split; then a failure on rank 0, then one on rank 1 (caught)."""
     out: dict[str, Any] = {
@@ -146,6 +169,18 @@ def _outputs(folder: Path) -> dict[str, Any]:
         else:
             out[name] = path.read_bytes()
     return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _no_created(data: bytes) -> list[Any]:
+    rows = [json.loads(line) for line in data.decode().splitlines()]
+    rows[0]["run"].pop("created")
+    return rows
 
 
 class TestRanksAlone:
@@ -211,6 +246,31 @@ class TestTwoRanks:
         assert results[0] == results[1] == ("ok", alone)  # every float the same
         assert json.loads(path.read_text()) == alone
         assert sorted(p.name for p in path.parent.iterdir()) == ["calibration.json"]
+
+    def test_steering_evaluation_equals_one_process(self, tmp_path: Path) -> None:
+        torch.set_num_threads(1)
+        root = tmp_path / "experiments"
+        model, tokenizer = tiny_model(), tiny_tokenizer()
+        tokenizer.chat_template = TEMPLATE
+        extraction = ExtractionSettings(methods=("mean_diff",), layers=(1, 2))
+        extract_trait(
+            model,
+            tokenizer,
+            "refusal",
+            root / "demo" / "extraction" / "refusal" / "instruct",
+            extraction,
+        )
+        alone = _evaluate(Ranks(), str(root), str(tmp_path / "one"))
+        results = spawn(_evaluate, str(root), str(tmp_path / "two"))
+        assert results[0] == results[1] == ("ok", alone), results
+        one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+        assert sorted(one) == sorted(two) and len(one) > 6
+        for name, data in one.items():
+            if name.endswith("results.jsonl"):  # the header records when the run was made
+                data, other = (_no_created(x) for x in (data, two[name]))
+                assert data == other, name
+            else:
+                assert data == two[name], name
 
     def test_a_rank_failing_mid_run_stops_all_and_the_rerun_reuses_its_units(
         self, tmp_path: Path, caplog

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trait_lab.core.distributed import Ranks
 from trait_lab.core.types import JudgeResult
 from trait_lab.evaluation.coherence import CoherenceRule, answer_nll, repetition
 from trait_lab.evaluation.judges import Judge, JudgeItem, run_sync
@@ -117,8 +118,13 @@ def steered_answers(
     max_new_tokens: int = 48,
     component: str = "residual",
     batch_rows: int = 64,
+    ranks: Ranks | None = None,
 ) -> list[list[Answer]]:
     """Greedy answers to every question under every configuration: ``answers[config][question]``.
+
+    With ``ranks`` (a ``torchrun`` job) the batches are shared among the ranks and every rank
+    gets every answer; each batch holds the rows one process would put in it, so the answers
+    are the same.
 
     Args:
         questions: user messages, or whole conversations (e.g. with a system prompt).
@@ -126,6 +132,7 @@ def steered_answers(
             ``h + c·v`` at every position of the prompt and the answer.
         vectors: the vector per layer (``[hidden]``), as extracted (not re-normalised here).
         batch_rows: rows per generation batch (configurations × questions are split).
+        ranks: the job's ranks (default: this process alone).
     """
     if not questions:
         raise ValueError("no questions: pass at least one question to answer")
@@ -138,8 +145,9 @@ def steered_answers(
     generator = HookedGenerator(model)
     pad = pad_token_id(tokenizer=tokenizer, model=model)
     eos = tokenizer.eos_token_id
-    answers: list[list[Answer]] = [[] for _ in configs]
-    for start in range(0, len(rows), batch_rows):
+    ranks = ranks or Ranks()
+    done: dict[int, list[Answer]] = {}
+    for start in ranks.mine(range(0, len(rows), batch_rows)):
         chunk = rows[start : start + batch_rows]
         ids, mask = left_pad([prompts[q] for _, q in chunk], pad)
         layers = sorted({layer for c, _ in chunk for layer in configs[c]})
@@ -155,9 +163,15 @@ def steered_answers(
         results = generator.generate(
             ids, mask, max_new_tokens, steering=steering, pad_token_id=pad, eos_token_id=eos
         )
-        for (c, _), result in zip(chunk, results, strict=True):
+        done[start] = []
+        for result in results:
             tokens = tuple(t for t in result.token_ids if t != eos)
-            answers[c].append(Answer(tokenizer.decode(list(tokens)), tokens))
+            done[start].append(Answer(tokenizer.decode(list(tokens)), tokens))
+    merged = {start: batch for share in ranks.gather(done) for start, batch in share.items()}
+    answers: list[list[Answer]] = [[] for _ in configs]
+    for start in sorted(merged):
+        for (c, _), answer in zip(rows[start : start + batch_rows], merged[start], strict=True):
+            answers[c].append(answer)
     return answers
 
 

@@ -232,15 +232,20 @@ class ResultsLog:
         folder: the run's folder (created).
         run: what the log is for; an existing log with another fingerprint or judge raises
             :class:`ResultsMismatchError` (start a new folder, or delete the old log).
+        writes: ``False`` keeps every addition in memory only: the other ranks of a
+            ``torchrun`` job hold the same log as rank 0, which alone writes it.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], run: SteeringRunRecord) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], run: SteeringRunRecord, *, writes: bool = True
+    ) -> None:
         self.folder = Path(folder)
         self.path = self.folder / RESULTS_FILE
         self.run = run
+        self.writes = writes
         self.baseline: JudgeResult | None = None
         self.entries: dict[str, SteeringEntry] = {}
-        rows = read_jsonl(self.path)
+        rows = read_jsonl(self.path) if writes or self.path.exists() else []
         if not rows:
             self._append({"line": "header", "run": run.to_dict()}, header=True)
             return
@@ -263,7 +268,8 @@ class ResultsLog:
         return cls(folder, SteeringRunRecord.from_dict(rows[0]["run"]))
 
     def _append(self, row: dict[str, Any], header: bool = False) -> None:
-        append_jsonl(self.path, RESULTS_SCHEMA.stamp(row) if header else row)
+        if self.writes:
+            append_jsonl(self.path, RESULTS_SCHEMA.stamp(row) if header else row)
 
     def _check_header(self, row: dict[str, Any]) -> None:
         RESULTS_SCHEMA.check(row, self.path)
@@ -296,7 +302,8 @@ class ResultsLog:
 
     def _responses(self, key: str, responses: list[dict[str, Any]]) -> str:
         path = self._responses_path(key)
-        atomic_write_json(path, {"key": key, "responses": responses})
+        if self.writes:
+            atomic_write_json(path, {"key": key, "responses": responses})
         return f"responses/{path.name}"
 
     def add_baseline(self, result: JudgeResult, responses: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from torch import nn
 
 from trait_lab.activations.norms import coefficient_for
+from trait_lab.core.distributed import Ranks
 from trait_lab.evaluation.batched import score_configs, steered_answers
 from trait_lab.evaluation.coherence import CoherenceRule
 from trait_lab.evaluation.judges import Judge, JudgeItem
@@ -171,6 +172,7 @@ def search_coefficients(
     settings: SearchSettings | None = None,
     component: str = "residual",
     method: str = "probe",
+    ranks: Ranks | None = None,
 ) -> list[SteeringEntry]:
     """Search strengths for every layer set in every direction; return every logged entry.
 
@@ -215,6 +217,7 @@ def search_coefficients(
             batch_rows=settings.batch_rows,
             component=component,
             method=method,
+            ranks=ranks,
         )
         for (track, fraction), entry in zip(live, entries, strict=True):
             track.record(fraction, entry.coherent)
@@ -236,11 +239,15 @@ def evaluate_configs(
     batch_rows: int = 64,
     component: str = "residual",
     method: str = "probe",
+    ranks: Ranks | None = None,
 ) -> list[SteeringEntry]:
     """The log's entries for ``configs``: logged ones reused, the rest run as one batch.
 
     New configurations are generated together (:func:`steered_answers`), judged and scored
-    with steering off (:func:`score_configs`), and appended to ``log`` one by one.
+    with steering off (:func:`score_configs`), and appended to ``log`` one by one. Under
+    ``torchrun`` (``ranks``) the generation is shared, rank 0 judges the answers and hands the
+    scores to every rank, so each holds the same log (only rank 0's writes; see
+    :class:`ResultsLog`).
     ``fractions[i]`` (optional) is stored as the entry's strength in typical norms.
     """
     fractions = [None] * len(configs) if fractions is None else list(fractions)
@@ -259,8 +266,10 @@ def evaluate_configs(
             max_new_tokens=max_new_tokens,
             component=component,
             batch_rows=batch_rows,
+            ranks=ranks,
         )
-        scores = score_configs(model, tokenizer, judge, items, answers, rule)
+        ranks = ranks or Ranks()  # rank 0 judges (a remote judge is asked once), all log
+        scores = ranks.on_main(lambda: score_configs(model, tokenizer, judge, items, answers, rule))
         for (config, fraction), score in zip(todo.values(), scores, strict=True):
             log.add(score.entry(config, component, method, fraction), score.details)
     return [log.entries[k] for k in keys]

@@ -37,12 +37,13 @@ from torch import nn
 
 from trait_lab.activations.norms import typical_norms
 from trait_lab.core.atomic import atomic_write_json
+from trait_lab.core.distributed import Ranks, current_ranks
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import steering_dir
 from trait_lab.core.progress import log_progress
 from trait_lab.core.records import check_int
 from trait_lab.core.types import VectorResult
-from trait_lab.evaluation.batched import score_configs, steered_answers
+from trait_lab.evaluation.batched import ConfigScore, score_configs, steered_answers
 from trait_lab.evaluation.coherence import DEFAULT_THRESHOLD, CoherenceRule, answer_nll
 from trait_lab.evaluation.judges import Judge, JudgeItem
 from trait_lab.evaluation.probe_judge import ProbeJudge
@@ -121,6 +122,7 @@ def _baseline(
     log: ResultsLog,
     threshold: float,
     max_new_tokens: int,
+    ranks: Ranks,
 ) -> CoherenceRule:
     """Answer unsteered, anchor the coherence rule on those answers, log the baseline."""
     rule = _rule(log)
@@ -128,13 +130,38 @@ def _baseline(
         return rule
     questions = [item.question for item in items]
     LOG.info("unsteered baseline on %d questions (%s)", len(questions), log.folder.name)
-    answers = steered_answers(model, tokenizer, questions, [{}], {}, max_new_tokens=max_new_tokens)
-    nlls = answer_nll(model, tokenizer, questions, [a.text for a in answers[0]])
-    rule = CoherenceRule.from_baseline(nlls, [a.token_ids for a in answers[0]], threshold)
-    atomic_write_json(log.folder / "rule.json", asdict(rule))
-    score = score_configs(model, tokenizer, judge, items, answers, rule)[0]
+    answers = steered_answers(
+        model, tokenizer, questions, [{}], {}, max_new_tokens=max_new_tokens, ranks=ranks
+    )
+
+    def judged() -> tuple[CoherenceRule, ConfigScore]:  # rank 0 judges, every rank logs
+        nlls = answer_nll(model, tokenizer, questions, [a.text for a in answers[0]])
+        rule = CoherenceRule.from_baseline(nlls, [a.token_ids for a in answers[0]], threshold)
+        atomic_write_json(log.folder / "rule.json", asdict(rule))
+        return rule, score_configs(model, tokenizer, judge, items, answers, rule)[0]
+
+    rule, score = ranks.on_main(judged)
     log.add_baseline(score.summary, score.details)
     return rule
+
+
+def _open_log(folder: Path, record: SteeringRunRecord, ranks: Ranks) -> ResultsLog:
+    """The run's log on every rank: rank 0 opens (or creates) and writes it, the others read
+    it once rank 0 has, and hold it in memory (every rank computes the same additions)."""
+    made: list[ResultsLog] = []
+    ranks.on_main(lambda: made.append(ResultsLog(folder, record)))
+    log = made[0] if made else ResultsLog(folder, record, writes=False)
+    ranks.barrier()  # rank 0 appends only once every rank has read the file
+    return log
+
+
+def _fitted_judge(
+    model: nn.Module, tokenizer: Any, dataset: TraitDataset, folder: Path, ranks: Ranks
+) -> Judge:
+    """The offline judge on every rank: rank 0 fits and saves it, the others load it."""
+    made: list[Judge] = []
+    ranks.on_main(lambda: made.append(_judge(model, tokenizer, dataset, folder)))
+    return made[0] if made else _judge(model, tokenizer, dataset, folder)
 
 
 def _items(dataset: TraitDataset, questions: Sequence[str]) -> list[JudgeItem]:
@@ -185,6 +212,7 @@ def evaluate_steering(
     max_questions: int | None = None,
     names: tuple[str, str, str] | None = None,
     progress: bool = False,
+    ranks: Ranks | None = None,
 ) -> SteeringSummary:
     """Search, then report, for ``candidates`` (extracted vectors) of ``dataset`` in ``folder``.
 
@@ -193,9 +221,14 @@ def evaluate_steering(
     first N search and N report questions (a quick look; the full sets give firmer numbers).
     ``names`` are the experiment, variant and run recorded in the summary (default:
     ``("custom", "custom", <folder name>)``). ``progress`` prints one line per stage and search
-    round, with the seconds elapsed (the number of rounds is not known in advance).
+    round, with the seconds elapsed (the number of rounds is not known in advance). Under
+    ``torchrun`` (``ranks``, default :func:`~trait_lab.core.distributed.current_ranks`) every
+    rank calls this with the same arguments: each round's generation batches are shared, rank 0
+    judges the answers and hands every rank the scores, so all take the same search path, and
+    rank 0 alone writes.
     """
-    if progress:
+    ranks = ranks or current_ranks()
+    if progress and ranks.main:
         with log_progress(__name__, "trait_lab.evaluation.search"):
             return evaluate_steering(
                 model,
@@ -209,6 +242,7 @@ def evaluate_steering(
                 threshold=threshold,
                 max_questions=max_questions,
                 names=names,
+                ranks=ranks,
             )
     settings = settings or SearchSettings()
     search_q, report_q = dataset.steering_split()
@@ -226,7 +260,7 @@ def evaluate_steering(
             "any object with identity, score_trait and score_coherence (trait_lab.evaluation."
             "Judge), or None for the offline probe judge"
         )
-    judge = judge or _judge(model, tokenizer, dataset, folder)
+    judge = judge or _fitted_judge(model, tokenizer, dataset, folder, ranks)
     by_key = {(c.component, c.method, c.layer): c for c in candidates}
     if not by_key:
         raise ValueError(f"no candidate vectors for {dataset.name!r}; extract the trait first")
@@ -244,9 +278,10 @@ def evaluate_steering(
     }
     experiment, variant, run = names or ("custom", "custom", folder.name)
     record = SteeringRunRecord(experiment, dataset.name, variant, _digest(inputs), judge.identity)
-    search_log = ResultsLog(folder / "search", record)
+    search_log = _open_log(folder / "search", record, ranks)
     gen = settings.max_new_tokens
-    rule = _baseline(model, tokenizer, judge, _items(dataset, search_q), search_log, threshold, gen)
+    search_items = _items(dataset, search_q)
+    rule = _baseline(model, tokenizer, judge, search_items, search_log, threshold, gen, ranks)
     for component, method in sorted({(c, m) for c, m, _ in by_key}):
         vectors = {
             layer: load_selected(v)
@@ -268,13 +303,16 @@ def evaluate_steering(
             settings=settings,
             component=component,
             method=method,
+            ranks=ranks,
         )
     found = search_log.results()
     best = {d: found.best(d) for d in settings.directions}
     LOG.info("report: the recommended configurations on %d held-out questions", len(report_q))
-    report_log = ResultsLog(folder / "report", record)
+    report_log = _open_log(folder / "report", record, ranks)
     report_items = _items(dataset, report_q)
-    report_rule = _baseline(model, tokenizer, judge, report_items, report_log, threshold, gen)
+    report_rule = _baseline(
+        model, tokenizer, judge, report_items, report_log, threshold, gen, ranks
+    )
     recommendations = []
     for direction, entry in best.items():
         if entry is None:
@@ -296,6 +334,7 @@ def evaluate_steering(
             batch_rows=settings.batch_rows,
             component=entry.component,
             method=entry.method,
+            ranks=ranks,
         )
         recommendations.append(_recommend(direction, entry, report, by_key))
     assert found.baseline is not None and report_log.baseline is not None
@@ -309,7 +348,9 @@ def evaluate_steering(
         report_log.baseline,
         recommendations,
     )
-    write_summary(folder, summary)
+    if ranks.main:
+        write_summary(folder, summary)
+    ranks.barrier()
     return summary
 
 
@@ -325,6 +366,7 @@ def run_evaluation(
     candidates: int = 2,
     layers: Sequence[int] | None = None,
     methods: list[str] | None = None,
+    ranks: Ranks | None = None,
     **options: Any,
 ) -> SteeringSummary:
     """Evaluate a trait's extracted vectors for an experiment's variant (module docstring).
@@ -338,8 +380,10 @@ def run_evaluation(
     dataset.steering_split()  # a trait without report questions fails before any work
     candidates = check_int("run_evaluation", "candidates", candidates, minimum=1)
     folder = steering_dir(experiment, dataset.name, chosen.name, run, root)
+    ranks = ranks or current_ranks()
     if model is None or tokenizer is None:
-        model, tokenizer = load_model(chosen.model)
+        device = str(ranks.device()) if ranks.sharded else None
+        model, tokenizer = load_model(chosen.model, device=device)
     picked = select_vectors(
         experiment,
         dataset.name,
@@ -351,4 +395,6 @@ def run_evaluation(
         source="extraction",
     )
     names = (experiment, chosen.name, run)
-    return evaluate_steering(model, tokenizer, dataset, picked, folder, names=names, **options)
+    return evaluate_steering(
+        model, tokenizer, dataset, picked, folder, names=names, ranks=ranks, **options
+    )
