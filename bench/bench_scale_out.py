@@ -2,10 +2,12 @@
 
 Each case is the real command line in fresh processes on a fresh experiments folder:
 ``python -m trait_lab extract …`` (one process) and ``torchrun --standalone --nproc_per_node=2
--m trait_lab extract …`` (two ranks, gloo), both with ``OMP_NUM_THREADS=1``. A third case reruns
-the one-process command on a finished folder: start-up, model load and output checks with no
-work, which is subtracted to give the time spent extracting. Cases run round-robin and the
-median is taken. On a GPU machine ``--nproc`` can be the GPU count (NCCL is chosen there).
+-m trait_lab extract …`` (two ranks, gloo), both with ``OMP_NUM_THREADS=1``, and for comparison
+one process with as many threads as there are ranks (what the cores give without torchrun). A
+last case reruns the one-process command on a finished folder: start-up, model load and output
+checks with no work, which is subtracted to give the time spent extracting. Cases run
+round-robin and the median is taken. On a GPU machine ``--nproc`` can be the GPU count
+(NCCL is chosen there).
 
     python bench/bench_scale_out.py --repeats 3
 """
@@ -62,10 +64,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_out_"))
     finished = _fresh(tmp, "finished")
     _timed(finished, 1, work, 1)  # warm-up, and the folder the start-up case reruns
-    samples: dict[str, list[float]] = {"1 process": [], f"{args.nproc} processes": [], "start": []}
+    many, threads = f"{args.nproc} processes", f"1 process, {args.nproc} threads"
+    samples: dict[str, list[float]] = {"1 process": [], many: [], threads: [], "start": []}
     for _ in range(args.repeats):
         samples["1 process"].append(_timed(_fresh(tmp, "one"), 1, work, 1))
-        samples[f"{args.nproc} processes"].append(_timed(_fresh(tmp, "many"), args.nproc, work, 1))
+        samples[many].append(_timed(_fresh(tmp, "many"), args.nproc, work, 1))
+        samples[threads].append(_timed(_fresh(tmp, "threads"), 1, work, args.nproc))
         samples["start"].append(_timed(finished, 1, work, 1))
     median = {name: statistics.median(values) for name, values in samples.items()}
     start = median.pop("start")

@@ -1,6 +1,7 @@
 """The one command line: ``trait-lab …`` (also ``python -m trait_lab …``).
 
-* ``trait-lab extract --trait optimism`` — extract a trait's vectors for an experiment;
+* ``trait-lab extract --trait optimism`` — extract a trait's vectors for an experiment
+  (``--generate-responses --backend vllm`` generates the responses with vLLM);
 * ``trait-lab evaluate --trait optimism`` — does the trait's vector steer, where, how hard;
 * ``trait-lab infer --prompt-set neutral --traits optimism`` — per-token projection records;
 * ``trait-lab calibrate [--overwrite] [--prompt-set S [--per-token]]`` — find massive dims;
@@ -18,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from trait_lab.cli_types import PROG, folder_name, percent, position, whole
 from trait_lab.core.distributed import current_ranks
 from trait_lab.core.experiments import load_experiment_config
 from trait_lab.core.paths import check_name, experiments_root
@@ -36,6 +36,7 @@ from trait_lab.evaluation.openai_judge import OpenAIJudge
 from trait_lab.evaluation.search import SearchSettings
 from trait_lab.extraction.methods import METHODS
 from trait_lab.extraction.pipeline import run_extraction
+from trait_lab.generation.vllm import VLLMBackend
 from trait_lab.models.cache import (
     DEFAULT_DIST,
     ChecksumError,
@@ -45,17 +46,37 @@ from trait_lab.models.cache import (
     installed_default_gguf,
 )
 from trait_lab.models.loading import DEFAULT_MODEL, fetch_default_model, load_model
-from trait_lab.prompts.positions import Position
 from trait_lab.prompts.prompt_sets import load_prompt_set
 from trait_lab.serve.cli import add_serve_parser
 from trait_lab.vectors.evaluate import run_evaluation
 from trait_lab.vectors.selection import select_vectors
 
-PROG = "trait-lab"
+
+def _vllm(args: argparse.Namespace, sharded: bool) -> VLLMBackend | None:
+    """``--backend vllm``: vLLM on ``--vllm-model`` (default: the variant's model) generates."""
+    if args.backend != "vllm":
+        if args.vllm_model is not None:
+            raise ValueError("--vllm-model needs --backend vllm: add it, or drop --vllm-model")
+        return None
+    if not args.generate_responses or sharded:
+        fix = "run it without torchrun" if sharded else "add --generate-responses"
+        raise ValueError(
+            f"--backend vllm generates the responses, in one process (vLLM schedules the GPU "
+            f"itself): {fix}"
+        )
+    model = args.vllm_model or load_experiment_config(args.experiment).variant(args.variant).model
+    if model is None:
+        raise ValueError(
+            f"--backend vllm needs a model vLLM can load, but this variant uses the embedded "
+            f"{DEFAULT_MODEL} (a GGUF without a Hugging Face id): pass --vllm-model "
+            "HuggingFaceTB/SmolLM2-135M-Instruct (its unquantized weights) or another id/folder"
+        )
+    return VLLMBackend(model)
 
 
 def _extract(args: argparse.Namespace) -> int:
     ranks = current_ranks()
+    backend = _vllm(args, ranks.sharded)  # fails (vLLM missing, bad flags) before the model loads
     if ranks.main:  # what is reused and what is computed
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = run_extraction(
@@ -70,6 +91,7 @@ def _extract(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=ranks.main,
         ranks=ranks,
+        backend=backend,
     )
     if not ranks.main:
         return 0
@@ -85,7 +107,9 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ranks = current_ranks()
+    if ranks.main:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = SearchSettings(
         start=args.start,
         fractions=tuple(args.fractions) if args.fractions else None,
@@ -110,7 +134,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         max_questions=args.questions,
         judge=judge,
+        ranks=ranks,
     )
+    if not ranks.main:
+        return 0
     base = summary.report_baseline
     print(f"{summary.trait}: unsteered trait score {base.trait_mean:.1f} on the report questions")
     for direction in (1, -1):
@@ -176,7 +203,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     variant = load_experiment_config(args.experiment).variant(args.variant)
     if args.prompt_set is not None:
         load_prompt_set(args.prompt_set)  # an unknown set fails before the model loads
-    model, tokenizer = load_model(variant.model)
+    ranks = current_ranks()  # under torchrun the ranks share the batches (calibrate)
+    model, tokenizer = load_model(variant.model, device=ranks.model_device())
     if args.prompt_set is None:
         record = ensure_calibration(
             model, tokenizer, args.experiment, variant.name, overwrite=args.overwrite
@@ -198,6 +226,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         )
         where = str(folder)
         note = f"per-token values: {folder / PER_TOKEN_NAME}" if args.per_token else ""
+    if not ranks.main:
+        return 0
     source = " ".join(str(record[k]) for k in ("n_prompts", "prompt_source") if k in record)
     print(
         f"{where}: {record['tokens_seen']} tokens (prompts: {source or 'not recorded'}), "
@@ -252,87 +282,40 @@ def _model_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number ``>= minimum``, refused with a usage error."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number >= {minimum}, got {text!r}; e.g. {minimum + 1}"
-            )
-        return value
-
-    return convert
-
-
-def _percent(text: str) -> float:
-    """An argparse ``type``: a finite number in [0, 100] (a coherence score)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 <= value <= 100):
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {text!r}; e.g. 70")
-    return value
-
-
-def _folder_name(what: str) -> Callable[[str], str]:
-    """An argparse ``type``: a name that becomes a folder (:func:`check_name`)."""
-
-    def convert(text: str) -> str:
-        try:
-            return check_name(PROG, what, text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
-    return convert
-
-
-def _position(text: str) -> str:
-    """An argparse ``type``: a position in the DSL (checked, passed on as written)."""
-    try:
-        Position.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Trait vectors for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     extract = sub.add_parser("extract", help="extract a trait's vectors for an experiment")
-    extract.add_argument("--experiment", type=_folder_name("experiment"), default="default")
+    extract.add_argument("--experiment", type=folder_name("experiment"), default="default")
     extract.add_argument("--trait", required=True, help="a starter trait name or a trait folder")
     extract.add_argument("--variant", default=None)
     extract.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     extract.add_argument("--components", nargs="+", default=["residual"], choices=COMPONENTS)
-    extract.add_argument("--layers", nargs="+", type=_whole(0), default=None)
-    extract.add_argument("--position", type=_position, default=None, help="e.g. 'response[:]'")
+    extract.add_argument("--layers", nargs="+", type=whole(0), default=None)
+    extract.add_argument("--position", type=position, default=None, help="e.g. 'response[:]'")
     extract.add_argument("--generate-responses", action="store_true")
+    extract.add_argument("--backend", choices=("local", "vllm"), default="local", help="generates")
+    extract.add_argument("--vllm-model", default=None, help="HF id or folder (default: variant's)")
     extract.add_argument("--overwrite", action="store_true")
     extract.set_defaults(run=_extract)
     evaluate = sub.add_parser(
         "evaluate", help="search steering coefficients for a trait's extracted vectors"
     )
-    evaluate.add_argument("--experiment", type=_folder_name("experiment"), default="default")
+    evaluate.add_argument("--experiment", type=folder_name("experiment"), default="default")
     evaluate.add_argument("--trait", required=True, help="a starter trait name or a trait folder")
     evaluate.add_argument("--variant", default=None)
     evaluate.add_argument(
-        "--run", dest="run_name", type=_folder_name("run"), default="default", help="run folder"
+        "--run", dest="run_name", type=folder_name("run"), default="default", help="run folder"
     )
-    evaluate.add_argument("--candidates", type=_whole(1), default=2, help="vectors to try")
-    evaluate.add_argument("--layers", nargs="+", type=_whole(0), default=None)
+    evaluate.add_argument("--candidates", type=whole(1), default=2, help="vectors to try")
+    evaluate.add_argument("--layers", nargs="+", type=whole(0), default=None)
     evaluate.add_argument("--methods", nargs="+", default=None, choices=METHODS)
     evaluate.add_argument("--start", type=float, default=0.02, help="first fraction of the norm")
     evaluate.add_argument("--fractions", nargs="+", type=float, default=None, help="a grid")
-    evaluate.add_argument("--max-rounds", type=_whole(1), default=10)
-    evaluate.add_argument("--max-new-tokens", type=_whole(1), default=48)
-    evaluate.add_argument("--threshold", type=_percent, default=70.0, help="coherence needed")
-    evaluate.add_argument("--questions", type=_whole(2), default=None, help="use the first N")
+    evaluate.add_argument("--max-rounds", type=whole(1), default=10)
+    evaluate.add_argument("--max-new-tokens", type=whole(1), default=48)
+    evaluate.add_argument("--threshold", type=percent, default=70.0, help="coherence needed")
+    evaluate.add_argument("--questions", type=whole(2), default=None, help="use the first N")
     evaluate.add_argument(
         "--judge-url", default=None, help="an OpenAI-compatible server (default: offline probe)"
     )
@@ -341,21 +324,21 @@ def _parser() -> argparse.ArgumentParser:
     infer = sub.add_parser(
         "infer", help="generate answers to a prompt set and record per-token trait projections"
     )
-    infer.add_argument("--experiment", type=_folder_name("experiment"), default="default")
+    infer.add_argument("--experiment", type=folder_name("experiment"), default="default")
     infer.add_argument("--variant", default=None)
     infer.add_argument(
         "--prompt-set", required=True, help="a built-in set name or a .txt file (one a line)"
     )
     infer.add_argument("--traits", nargs="+", required=True, help="extracted trait names")
-    infer.add_argument("--layer", type=_whole(0), default=None, help="default: the best layer")
+    infer.add_argument("--layer", type=whole(0), default=None, help="default: the best layer")
     infer.add_argument("--method", default=None, choices=METHODS, help="default: the best")
-    infer.add_argument("--max-new-tokens", type=_whole(1), default=48)
+    infer.add_argument("--max-new-tokens", type=whole(1), default=48)
     infer.add_argument("--overwrite", action="store_true")
     infer.set_defaults(run=_infer)
     calibrate = sub.add_parser(
         "calibrate", help="find massive dims: the variant's calibration, or a named prompt set"
     )
-    calibrate.add_argument("--experiment", type=_folder_name("experiment"), default="default")
+    calibrate.add_argument("--experiment", type=folder_name("experiment"), default="default")
     calibrate.add_argument("--variant", default=None)
     calibrate.add_argument(
         "--prompt-set", default=None, help="research mode: a built-in set name or a .txt file"
@@ -391,6 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.run(args))
-    except (ValueError, FileNotFoundError, OSError) as exc:
+    except (ValueError, FileNotFoundError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

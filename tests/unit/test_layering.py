@@ -34,7 +34,7 @@ LAYERS = (
     "dynamics",
 )
 #: top-level modules of trait_lab above every layer (the facade ``__init__`` is checked apart)
-TOP = ("serve", "cli", "testing", "types", "__main__")
+TOP = ("serve", "cli", "cli_types", "testing", "types", "__main__")
 #: widgets' subpackages, lowest first
 WIDGET_LAYERS = ("common", "steering", "evaluation", "dynamics", "geometry")
 #: third-party packages that may be imported inside a function (optional or slow to import)

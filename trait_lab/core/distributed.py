@@ -147,6 +147,16 @@ class Ranks:
             return torch.device("cuda", self.local_rank)
         return torch.device("cpu")
 
+    def model_device(self) -> str | None:
+        """The ``device=`` to load this rank's model with: its own device under ``torchrun``,
+        ``None`` (the loader's default) alone.
+
+        Example:
+            >>> Ranks().model_device() is None
+            True
+        """
+        return str(self.device()) if self.sharded else None
+
 
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     text = env.get(name)

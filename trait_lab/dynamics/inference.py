@@ -308,8 +308,9 @@ def run_inference(
     todo: list[int] = ranks.on_main(pending)
     if todo and (model is None or tokenizer is None):
         root_name = None if root is None else os.fspath(root)
-        device = str(ranks.device()) if ranks.sharded else None
-        backend = LocalBackend.from_experiment(experiment, variant, root=root_name, device=device)
+        backend = LocalBackend.from_experiment(
+            experiment, variant, root=root_name, device=ranks.model_device()
+        )
         model, tokenizer = backend.model, backend.tokenizer
     if todo and model is not None:
         check_widths(resolved, model)

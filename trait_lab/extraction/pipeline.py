@@ -27,7 +27,10 @@ activations identical) is logged as degenerate and skipped, not fatal. The steps
 :func:`~trait_lab.extraction.plan.plan_extraction` checks the settings, ``claim_folder`` checks
 ``inputs.json`` against them, ``_activations`` captures (or reloads) each component,
 ``commit_folder`` claims the folder, ``_extract_one`` computes, scores and saves one vector,
-``_finish`` writes the tables.
+``_finish`` writes the tables. Generated responses (``generate_responses=True``) come from
+any :class:`~trait_lab.generation.protocol.Backend` (``backend=``, e.g. ``VLLMBackend``;
+default the model itself), whose identity enters the inputs hash; capture is always on
+the model.
 
 Example:
     >>> summary = run_extraction("default", "optimism", methods=["mean_diff"])  # doctest: +SKIP
@@ -70,7 +73,7 @@ from trait_lab.extraction.outputs import (
     vector_loader,
     vector_path,
 )
-from trait_lab.extraction.plan import ExtractionSettings, plan_extraction
+from trait_lab.extraction.plan import ExtractionSettings, check_backend, plan_extraction
 from trait_lab.extraction.units import (
     UNUSABLE,
     Acts,
@@ -79,6 +82,7 @@ from trait_lab.extraction.units import (
     generate_responses,
     noting,
 )
+from trait_lab.generation.protocol import Backend, backend_identity
 from trait_lab.io.vectors import save_vector
 from trait_lab.math.linalg import batch_cosine_similarity
 from trait_lab.math.metrics import accuracy, effect_size, polarity_correct
@@ -172,8 +176,14 @@ def extract_trait(
     progress: bool = False,
     lock_timeout: float | None = None,
     ranks: Ranks | None = None,
+    backend: Backend | None = None,
 ) -> ExtractionSummary:
     """Run (or resume) extraction of one trait into ``out_dir``; see the module docstring.
+
+    With ``generate_responses``, ``backend`` (e.g. a ``VLLMBackend`` on the same weights)
+    generates the responses, in the same batches; ``None`` generates them with the model
+    (``LocalBackend``). Activations are always captured on the model. The backend's identity
+    (:func:`~trait_lab.generation.protocol.backend_identity`) enters the inputs hash.
 
     While another run of the same folder holds its lock, this one logs whom it waits for and
     waits (up to ``lock_timeout`` seconds when given, then
@@ -187,7 +197,8 @@ def extract_trait(
         >>> summary.best("probe")["layer"]  # doctest: +SKIP
     """
     dataset = trait if isinstance(trait, TraitDataset) else load_trait(trait)
-    plan = plan_extraction(model, dataset, settings or ExtractionSettings())
+    by = None if backend is None else backend_identity(backend)
+    plan = plan_extraction(model, dataset, settings or ExtractionSettings(), by)
     ranks = ranks or current_ranks()
     out = Path(out_dir)
     hashes = (plan.inputs()["hash"], plan.legacy_hash)
@@ -198,7 +209,9 @@ def extract_trait(
     with lock:
         claim = ranks.on_main(lambda: claim_folder(out, hashes, overwrite))
         run = ResumableRun(f"extraction of {dataset.name}", errors=UNUSABLE)
-        work = Work(out, plan, model, tokenizer, ranks, run, claim, committed=claim == "resume")
+        work = Work(
+            out, plan, model, tokenizer, ranks, run, claim, claim == "resume", backend=backend
+        )
         return _extract(work, progress)
 
 
@@ -323,6 +336,7 @@ def run_extraction(
     overwrite: bool = False,
     progress: bool = False,
     ranks: Ranks | None = None,
+    backend: Backend | None = None,
     **settings: Any,
 ) -> ExtractionSummary:
     """Extract a trait for an experiment's model variant into its extraction folder.
@@ -331,6 +345,7 @@ def run_extraction(
     Keyword ``settings`` are ``ExtractionSettings`` fields (lists are accepted). Every name
     and setting is checked before the model is loaded. Under ``torchrun`` each rank loads the
     model (on ``cuda:<local rank>`` with NCCL) and the work is shared (:func:`extract_trait`).
+    ``backend`` generates the responses (``generate_responses=True``; see :func:`extract_trait`).
     """
 
     config = load_experiment_config(experiment, root)
@@ -339,12 +354,20 @@ def run_extraction(
         k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
     }
     checked = ExtractionSettings(**fields)
+    check_backend(checked, None if backend is None else backend_identity(backend))
     dataset = load_trait(trait)
     out = extraction_dir(experiment, dataset.name, chosen.name, root)
     ranks = ranks or current_ranks()
     if model is None or tokenizer is None:
-        device = str(ranks.device()) if ranks.sharded else None
-        model, tokenizer = load_model(chosen.model, device=device)
+        model, tokenizer = load_model(chosen.model, device=ranks.model_device())
     return extract_trait(
-        model, tokenizer, dataset, out, checked, overwrite=overwrite, progress=progress, ranks=ranks
+        model,
+        tokenizer,
+        dataset,
+        out,
+        checked,
+        overwrite=overwrite,
+        progress=progress,
+        ranks=ranks,
+        backend=backend,
     )

@@ -36,7 +36,7 @@ from trait_lab.models.manifest import model_fingerprint
 from trait_lab.prompts.positions import Position
 from trait_lab.traits.dataset import TraitDataset
 
-__all__ = ["ExtractionPlan", "ExtractionSettings", "plan_extraction"]
+__all__ = ["ExtractionPlan", "ExtractionSettings", "check_backend", "plan_extraction"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ class ExtractionPlan:
     train: tuple[int, ...]
     val: tuple[int, ...]
     model_content: str | None = None
+    #: the backend that generates the responses (``backend_identity``); None: the model itself
+    responses_by: dict[str, Any] | None = None
 
     @property
     def jobs(self) -> list[tuple[str, str, int]]:
@@ -112,6 +114,8 @@ class ExtractionPlan:
             "pairs": [asdict(p) for p in self.dataset.pairs],
         }
         payload = {"trait": trait, "settings": asdict(self.settings), "model": model}
+        if self.responses_by is not None:  # absent otherwise: earlier runs keep their hash
+            payload["responses_by"] = self.responses_by
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -129,6 +133,7 @@ class ExtractionPlan:
         if self.model_content is not None:
             model = {**model, "name_or_path": f"sha256:{self.model_content}"}
         pair_ids = [p.id for p in self.dataset.pairs]
+        backend = {} if self.responses_by is None else {"responses_by": self.responses_by}
         return {
             "hash": self._hash(model),
             "trait": self.dataset.name,
@@ -141,19 +146,43 @@ class ExtractionPlan:
                 "train": [pair_ids[i] for i in self.train],
                 "val": [pair_ids[i] for i in self.val],
             },
+            **backend,
         }
 
 
+def check_backend(settings: ExtractionSettings, responses_by: dict[str, Any] | None) -> None:
+    """Refuse a responses backend (its identity, ``responses_by``) without generated responses.
+
+    Example:
+        >>> check_backend(ExtractionSettings(generate_responses=True), {"backend": "vllm"})
+    """
+    if responses_by is not None and not settings.generate_responses:
+        raise ValueError(
+            f"a backend for the responses ({responses_by.get('backend')!r}) is only used with "
+            "generate_responses=True; without it the trait's own texts are captured. Pass "
+            "generate_responses=True (--generate-responses), or drop the backend."
+        )
+
+
 def plan_extraction(
-    model: Any, dataset: TraitDataset, settings: ExtractionSettings
+    model: Any,
+    dataset: TraitDataset,
+    settings: ExtractionSettings,
+    responses_by: dict[str, Any] | None = None,
 ) -> ExtractionPlan:
     """Check ``settings`` against the trait and the model; raises before any work is done.
 
+    ``responses_by`` identifies the backend that generates the responses when it is not the
+    model itself (``generate_responses=True`` only); it enters the inputs hash, so outputs
+    made from another backend's responses are never reused.
+
     Raises:
         ValueError: a layer outside the model, generated responses for a trait that is not a
-            system-prompt trait, fewer than 2 validation pairs, or fewer training pairs than a
-            method needs (each message says what to change).
+            system-prompt trait, a responses backend without generated responses, fewer than
+            2 validation pairs, or fewer training pairs than a method needs (each message
+            says what to change).
     """
+    check_backend(settings, responses_by)
     if settings.generate_responses and dataset.kind != "system_prompt":
         raise ValueError(
             f"generate_responses=True needs a system_prompt trait; {dataset.name!r} is a "
@@ -196,4 +225,5 @@ def plan_extraction(
         position=position,
         train=tuple(index[p.id] for p in train_pairs),
         val=tuple(index[p.id] for p in val_pairs),
+        responses_by=responses_by,
     )

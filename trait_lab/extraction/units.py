@@ -40,6 +40,7 @@ from trait_lab.core.runs import ResumableRun
 from trait_lab.extraction.outputs import Claim, commit_folder, load_activations
 from trait_lab.extraction.plan import ExtractionPlan
 from trait_lab.generation.backends import GenerationConfig, LocalBackend
+from trait_lab.generation.protocol import Backend
 from trait_lab.traits.format import Pole
 
 __all__ = [
@@ -105,7 +106,8 @@ class Work:
     """One run of an extraction folder: who computes, what is done, where the units go.
 
     ``committed`` says whether the folder has been claimed (``inputs.json`` written); the first
-    :func:`run_units` call claims it once every rank's first unit has succeeded.
+    :func:`run_units` call claims it once every rank's first unit has succeeded. ``backend``
+    generates the responses (``None``: a ``LocalBackend`` on ``model``).
     """
 
     out: Path
@@ -117,6 +119,7 @@ class Work:
     claim: Claim
     committed: bool = False
     notes: list[str] = field(default_factory=list)
+    backend: Backend | None = None
     #: counts the units (batches, rows); ``run`` counts the vectors
     unit_run: ResumableRun = field(default_factory=lambda: ResumableRun("extraction units"))
 
@@ -282,8 +285,10 @@ def capture_activations(work: Work, component: str, responses: Responses) -> Act
 def generate_responses(work: Work) -> Responses:
     """Responses generated under each pole's system prompt, or ``None`` (the trait's own).
 
-    Generated batch by batch (units, shared among ranks) unless a resumed folder's
-    ``responses.json`` holds them; rank 0 merges and writes ``responses.json``.
+    Generated batch by batch (units, shared among ranks) by ``work.backend`` (default: a
+    ``LocalBackend`` on the model), which gets each batch's conversations and formats them
+    itself, unless a resumed folder's ``responses.json`` holds them; rank 0 merges and
+    writes ``responses.json``.
     """
     plan, out = work.plan, work.out
     settings, dataset = plan.settings, plan.dataset
@@ -300,7 +305,7 @@ def generate_responses(work: Work) -> Responses:
     resume = work.claim == "resume"
     if work.ranks.on_main(lambda: resume and work.run.done(path, load)):
         return load(path)
-    backend = LocalBackend.from_model(work.model, work.tokenizer)
+    backend = work.backend or LocalBackend.from_model(work.model, work.tokenizer)
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
     )

@@ -382,8 +382,7 @@ def run_evaluation(
     folder = steering_dir(experiment, dataset.name, chosen.name, run, root)
     ranks = ranks or current_ranks()
     if model is None or tokenizer is None:
-        device = str(ranks.device()) if ranks.sharded else None
-        model, tokenizer = load_model(chosen.model, device=device)
+        model, tokenizer = load_model(chosen.model, device=ranks.model_device())
     picked = select_vectors(
         experiment,
         dataset.name,
