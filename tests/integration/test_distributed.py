@@ -79,7 +79,9 @@ def _run(root: Path, nproc: int, args: list[str]) -> str:
     done = subprocess.run(
         _command(nproc, args), env=_env(root), cwd=REPO, capture_output=True, text=True
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if done.returncode != 0:  # the ranks' own error lines first: torchrun's report buries them
+        errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+        pytest.fail("\n".join(errors[-40:]) + "\n" + done.stdout[-2000:] + done.stderr[-4000:])
     return done.stdout + done.stderr
 
 

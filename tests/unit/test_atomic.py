@@ -93,6 +93,30 @@ class TestAtomicWrite:
         assert atomic_write_text(tmp_path / "t.txt", "new").read_text() == "new"
         assert len(calls) == 2
 
+    def test_folder_another_process_creates_meanwhile_is_no_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Two ranks write into the same new folder: the other one creates it right after this
+        # process looked. (A check in two steps, "is it a folder?" then "does something exist
+        # there?", took the fresh folder for a file and failed a 2-process extraction in CI.)
+        target = tmp_path / "vectors" / "residual" / "probe" / "layer_3.pt"
+        real_stat = Path.stat
+
+        def racing_stat(self: Path, *args: Any, **kwargs: Any) -> os.stat_result:
+            if self == target.parent and not os.path.exists(self):
+                os.makedirs(self)  # the other rank, between this rank's check and its mkdir
+                raise FileNotFoundError(self)
+            return real_stat(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "stat", racing_stat)
+        atomic_write(target, lambda tmp: tmp.write_bytes(b"v"))
+        assert target.read_bytes() == b"v"
+
+    def test_parent_that_is_a_file_is_refused_by_name(self, tmp_path: Path) -> None:
+        (tmp_path / "vectors").write_text("not a folder")
+        with pytest.raises(NotADirectoryError, match="vectors' is a file, not a folder"):
+            atomic_write(tmp_path / "vectors" / "a" / "v.pt", lambda tmp: tmp.write_bytes(b"v"))
+
 
 class TestAtomicWriteJson:
     def test_round_trip_with_newline(self, tmp_path: Path) -> None:

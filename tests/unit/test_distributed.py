@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import traceback
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+import trait_lab.extraction.pipeline as pipeline
 import trait_lab.extraction.units as units
 from tests.helpers import make_tokenizer
 from trait_lab.core.distributed import RankFailedError, Ranks, current_ranks
@@ -48,8 +50,12 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, job: Any, args: tuple, queue: Any) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    dist.init_process_group(  # a rank left waiting fails in minutes, not the default 30
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(minutes=5),
     )
     try:
         queue.put((rank, "ok", job(Ranks(rank=rank, world=world), *args)))
@@ -70,7 +76,8 @@ def spawn(job: Any, *args: Any, world: int = 2) -> dict[int, tuple[str, Any]]:
     ]
     for p in procs:
         p.start()
-    results = dict((rank, (status, value)) for rank, status, value in (queue.get() for _ in procs))
+    reports = (queue.get(timeout=900) for _ in procs)  # a rank that never reports fails the test
+    results = {rank: (status, value) for rank, status, value in reports}
     for p in procs:
         p.join(timeout=60)
     return results
@@ -105,6 +112,24 @@ def _extract_failing(ranks: Ranks, out: str) -> Any:
         return _extract(ranks, out)
     finally:
         units.capture_at_position = real
+
+
+def _extract_vector_failing(ranks: Ranks, out: str) -> Any:
+    """Rank 0's probe fails on a vector of its share (after the activations are merged)."""
+    real = pipeline.get_method
+
+    class Failing:
+        def extract(self, *args: Any, **kwargs: Any) -> Any:
+            raise ValueError("rank 0's probe fails")
+
+    def method(name: str) -> Any:
+        return Failing() if ranks.rank == 0 and name == "probe" else real(name)
+
+    pipeline.get_method = method
+    try:
+        return _extract(ranks, out)
+    finally:
+        pipeline.get_method = real
 
 
 def _calibrate(ranks: Ranks, out: str) -> dict[str, Any]:
@@ -271,6 +296,16 @@ class TestTwoRanks:
                 assert data == other, name
             else:
                 assert data == two[name], name
+
+    def test_a_vector_failing_on_one_rank_stops_every_rank_with_its_reason(
+        self, tmp_path: Path
+    ) -> None:
+        # each rank extracts its share of the vectors; the other rank must learn why the job
+        # stopped instead of losing its connection at the next barrier
+        results = spawn(_extract_vector_failing, str(tmp_path / "out"))
+        assert results[0][0] == "ValueError" and "rank 0's probe fails" in results[0][1]
+        assert results[1][0] == "RankFailedError", results[1]
+        assert "rank 0 of 2 failed" in results[1][1] and "rank 0's probe fails" in results[1][1]
 
     def test_a_rank_failing_mid_run_stops_all_and_the_rerun_reuses_its_units(
         self, tmp_path: Path, caplog

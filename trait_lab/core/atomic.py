@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -56,16 +57,17 @@ def make_folder(
     """
     folder = Path(folder)
     for place in (folder, *folder.parents):  # the nearest existing one decides
-        if place.is_dir():
+        try:  # one stat: another process may create the folder between two checks
+            kind = place.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(kind):
             break
-        if place.exists():
-            what = (
-                f"write {os.fspath(target)!r}" if target else f"create the folder {str(folder)!r}"
-            )
-            raise NotADirectoryError(
-                f"cannot {what}: {str(place)!r} is a file, not a folder; choose a path in another "
-                f"folder, or move or rename the file {str(place)!r}"
-            )
+        what = f"write {os.fspath(target)!r}" if target else f"create the folder {str(folder)!r}"
+        raise NotADirectoryError(
+            f"cannot {what}: {str(place)!r} is a file, not a folder; choose a path in another "
+            f"folder, or move or rename the file {str(place)!r}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

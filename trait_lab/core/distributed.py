@@ -19,9 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -99,6 +100,25 @@ class Ranks:
             raise RankFailedError(
                 f"rank {rank} of {self.world} failed, so rank {self.rank} stops too: {text}"
             )
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """A block every rank runs on its own share; if it fails on any rank, all raise.
+
+        Use it (not a bare :meth:`barrier`) after per-rank work: a rank whose block failed
+        re-raises its error, the others raise :class:`RankFailedError` with its message
+        (:meth:`agree`), instead of losing the connection at the next collective.
+
+        Example:
+            >>> with Ranks().together():
+            ...     done = sum(Ranks().mine([1, 2, 3]))
+        """
+        error: Exception | None = None
+        try:
+            yield
+        except Exception as exc:  # told to every rank, then re-raised here
+            error = exc
+        self.agree(error)
 
     def on_main(self, step: Callable[[], T]) -> T:
         """Run ``step`` on rank 0 only and hand its result (picklable) to every rank.

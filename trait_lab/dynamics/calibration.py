@@ -197,11 +197,13 @@ def calibrate(
     finally:
         if ranks.main:
             state.unlink(missing_ok=True)  # the collector saves it after every forward
-    if ranks.main and table is not None:
-        atomic_write_json(out_path.with_name(PER_TOKEN_NAME), table, indent=None)
-    if ranks.main:
+
+    def write() -> None:
+        if table is not None:
+            atomic_write_json(out_path.with_name(PER_TOKEN_NAME), table, indent=None)
         atomic_write_json(out_path, record)
-    ranks.barrier()
+
+    ranks.on_main(write)  # a failure raises on every rank
     return record if table is None else (record, table)
 
 

@@ -323,7 +323,8 @@ def run_inference(
     )
     desc = f"inference {prompt_set_name}"
     mine = ranks.mine(todo)
-    with tqdm(total=len(mine), desc=desc, unit="prompt", disable=not progress) as bar:
+    bar = tqdm(total=len(mine), desc=desc, unit="prompt", disable=not progress)
+    with ranks.together(), bar:  # every rank's records are written, or every rank raises
         for i in mine:
             (record,) = project_prompts(
                 model,
@@ -338,7 +339,6 @@ def run_inference(
             )
             run.save(paths[i], record.save)
             bar.update()
-    ranks.barrier()  # every rank's records are written
     return paths
 
 

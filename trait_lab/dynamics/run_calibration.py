@@ -167,12 +167,11 @@ def _sharded(
 
     pending = ranks.on_main(lambda: [(k, n) for k, n in budgets if not done(k)])
     device = input_device(model)
-    with torch.no_grad():
+    with ranks.together(), torch.no_grad():  # a failure on any rank stops every rank
         for k, take in tqdm(ranks.mine(pending), desc="calibrating", disable=not progress):
             forward = functools.partial(model, input_ids=torch.tensor([ids[k]], device=device))
             stats, tokens = probe.measure(forward, take)
             run.save(path(k), functools.partial(_save, stats=stats, tokens=tokens))
-    ranks.barrier()
 
     def merge() -> None:
         assert collector is not None

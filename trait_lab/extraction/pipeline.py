@@ -271,10 +271,10 @@ def _extract(work: Work, progress: bool) -> ExtractionSummary:
         for component in plan.settings.components:
             acts = capture_activations(work, component, responses)
             jobs = ranks.mine([job for job in todo if job[0] == component])
-            for job in jobs:
-                rows[job] = _extract_one(work, job, acts, log)
-                bar.update()
-            ranks.barrier()
+            with ranks.together():  # a failure stops every rank (the finished vectors stay)
+                for job in jobs:
+                    rows[job] = _extract_one(work, job, acts, log)
+                    bar.update()
     if ranks.sharded:
         rows = ranks.on_main(lambda: _rows(work, True))  # the ranks' rows, in plan order
     computed = sum(ranks.gather(run.computed))

@@ -132,12 +132,14 @@ class Work:
         """Claim the folder (rank 0 clears others' outputs and writes ``inputs.json``), once."""
         if self.committed:
             return
-        if self.ranks.main:
+
+        def claim() -> None:
             commit_folder(self.out, self.plan.inputs(), self.claim)
             for other in (self.out / SHARDS).glob("*"):  # units of runs with other inputs
                 if other != self.units:
                     shutil.rmtree(other, ignore_errors=True)
-        self.ranks.barrier()
+
+        self.ranks.on_main(claim)  # a failure raises on every rank
         self.committed = True
 
     def clean(self) -> None:
@@ -197,18 +199,13 @@ def run_units(
     def write(unit: K, value: Any) -> None:
         run.save(path(unit), lambda p: save(p, value))
 
-    failed: BaseException | None = None
-    with tqdm(total=len(mine), desc=desc, disable=not progress) as bar:
-        try:
-            for unit, value in computed:
-                write(unit, value)
-                bar.update()
-            for unit in mine[len(computed) :]:
-                write(unit, compute(unit))
-                bar.update()
-        except Exception as exc:  # the finished units stay; every rank stops
-            failed = exc
-    ranks.agree(failed)
+    with ranks.together(), tqdm(total=len(mine), desc=desc, disable=not progress) as bar:
+        for unit, value in computed:  # a failure stops every rank; the finished units stay
+            write(unit, value)
+            bar.update()
+        for unit in mine[len(computed) :]:
+            write(unit, compute(unit))
+            bar.update()
 
 
 def storage(t: torch.Tensor) -> torch.Tensor:

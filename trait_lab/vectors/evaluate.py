@@ -150,8 +150,8 @@ def _open_log(folder: Path, record: SteeringRunRecord, ranks: Ranks) -> ResultsL
     it once rank 0 has, and hold it in memory (every rank computes the same additions)."""
     made: list[ResultsLog] = []
     ranks.on_main(lambda: made.append(ResultsLog(folder, record)))
-    log = made[0] if made else ResultsLog(folder, record, writes=False)
-    ranks.barrier()  # rank 0 appends only once every rank has read the file
+    with ranks.together():  # rank 0 appends only once every rank has read the file
+        log = made[0] if made else ResultsLog(folder, record, writes=False)
     return log
 
 
@@ -348,9 +348,7 @@ def evaluate_steering(
         report_log.baseline,
         recommendations,
     )
-    if ranks.main:
-        write_summary(folder, summary)
-    ranks.barrier()
+    ranks.on_main(lambda: write_summary(folder, summary))  # a failure raises on every rank
     return summary
 
 
