@@ -95,3 +95,41 @@ def test_steered_cache_equals_no_cache_and_captures_line_up(default_model, chat_
                 rtol=1e-4,
                 atol=1e-3,
             )
+
+
+def test_kept_prompt_equals_the_whole_prompt(default_model, chat_batch) -> None:
+    """The slider's path (``reuse_prompt``): the same tokens and scores as computing it all."""
+    model, _ = default_model
+    ids, mask = chat_batch["input_ids"], chat_batch["attention_mask"]
+    v = torch.randn(576, generator=torch.Generator().manual_seed(1))
+    v = 8.0 * v / v.norm()
+
+    def run(gen: HookedGenerator, coefficient: float, reuse: bool) -> list:
+        steer = SteeringConfig(layer=12, vector=v, coefficient=coefficient, positions="response")
+        return gen.generate(
+            ids,
+            mask,
+            10,
+            steering=[steer],
+            capture=CaptureConfig(layers=[20]),
+            eos_token_id=[],
+            reuse_prompt=reuse,
+        )
+
+    kept, lengths = HookedGenerator(model), []
+    for coefficient in (1.0, -1.0, 1.0):  # each slider position after the first reuses
+        handle = model.register_forward_pre_hook(
+            lambda m, args, kw: lengths.append(kw["input_ids"].shape[1]), with_kwargs=True
+        )
+        try:
+            got = run(kept, coefficient, True)
+        finally:
+            handle.remove()
+        want = run(HookedGenerator(model), coefficient, False)
+        for a, b in zip(got, want, strict=True):
+            assert a.token_ids == b.token_ids
+            torch.testing.assert_close(
+                a.activations[20]["residual"], b.activations[20]["residual"], rtol=1e-4, atol=1e-4
+            )
+    first = ids.shape[1] - 1
+    assert lengths.count(first) == 1 and lengths.count(first + 1) == 0  # the prompt, once

@@ -256,6 +256,7 @@ class LocalBackend:
         projection: ProjectionSpec | None = None,
         system: str | None = None,
         cancel: threading.Event | None = None,
+        reuse_prompt: bool = False,
     ) -> Iterator[StreamToken]:
         """Yield each token as it is generated, for one prompt or a batch (one text per row).
 
@@ -263,6 +264,8 @@ class LocalBackend:
         ``capture`` (or ``projection``) each token comes with its own activations
         ``[batch, hidden]`` — the rows ``generate_with_capture`` returns — one forward step
         later than without. Stop early by breaking out of the loop or setting ``cancel``.
+        ``reuse_prompt``: keep the prompt's KV cache for the next stream of the same prompt
+        (see ``HookedGenerator.stream``).
 
         Example:
             >>> spec = CaptureSpec(layers=[14])
@@ -285,6 +288,7 @@ class LocalBackend:
             sampling=config.sampling(),
             pad_token_id=self._tokenizer.pad_token_id,
             cancel=cancel,
+            reuse_prompt=reuse_prompt,
         ):
             texts = []
             for i, token in enumerate(event.token_ids):

@@ -38,6 +38,7 @@ from trait_lab.generation.configs import (
     SteeringConfig,
     StreamEvent,
 )
+from trait_lab.generation.prompt_cache import Prefix, PromptCache, join_fields, reusable, tensor_key
 from trait_lab.generation.step_hooks import StepHooks
 from trait_lab.models import tokens
 from trait_lab.models.architectures import COMPONENTS, input_device, n_layers
@@ -146,6 +147,9 @@ class HookedGenerator:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.n_layers = n_layers(model)
+        #: the latest prompt kept by ``stream(..., reuse_prompt=True)``; ``clear()`` it after
+        #: changing the model's weights or adapters in place
+        self.kept_prompt = PromptCache()
 
     @property
     def device(self) -> torch.device:
@@ -201,6 +205,7 @@ class HookedGenerator:
         eos_token_id: int | Sequence[int] | None = None,
         pad_token_id: int | None = None,
         cancel: threading.Event | None = None,
+        reuse_prompt: bool = False,
     ) -> Iterator[StreamEvent]:
         """Yield a ``StreamEvent`` per generated token; stop early by breaking or ``cancel.set()``.
 
@@ -214,6 +219,13 @@ class HookedGenerator:
         model can be interleaved. Raises before the first forward when the prompt plus
         ``max_new_tokens`` overruns the model's context or an id is outside its vocabulary,
         and at the first step whose logits are NaN/inf (e.g. a far too large coefficient).
+
+        ``reuse_prompt=True`` (a slider re-steering one prompt) keeps the prompt's KV cache
+        and records up to its last token (:mod:`~trait_lab.generation.prompt_cache`) and
+        reuses them when the same prompt comes again with steering that starts at the last
+        prompt token or later, so the first forward runs one token; equal to the full
+        computation up to float rounding. It assumes the weights did not change in between
+        (else call ``self.kept_prompt.clear()``).
 
         Example:
             >>> from trait_lab.testing import tiny_model, tiny_batch
@@ -237,10 +249,14 @@ class HookedGenerator:
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         step_ids, step_pos = ids, tokens.padded_positions(mask)
         cache, cache_name = None, cache_keyword(self.model)
+        prefix = None
+        if reuse_prompt and reusable(steering, prompt_len) and bool(mask[:, :-1].any(1).all()):
+            prefix = self._prefix(ids, mask, step_pos, hooks, capture, projection)
+            cache, step_ids, step_pos = prefix.cache, ids[:, -1:], step_pos[:, -1:]
         held: StreamEvent | None = None  # the last token, waiting for its own activations
         for step in range(max_new_tokens + 1):
             # absolute index of this forward's first token in the padded sequence
-            state.offset = 0 if step == 0 else prompt_len + step - 1
+            state.offset = prompt_len + step - 1 if step or prefix else 0
             # hooks and no_grad hold only while this step computes, never across a yield: a
             # suspended stream must not steer (or disable autograd for) the model's other users
             with hooks, torch.no_grad():
@@ -255,6 +271,8 @@ class HookedGenerator:
                 hooks.check_fired()
             cache = output_cache(out)
             scored = hooks.collect(step)  # step 0: the prompt's; else token step - 1's
+            if step == 0 and prefix is not None:
+                scored = join_fields(prefix.fields, scored)
             if held is not None:
                 yield replace(held, **scored)
             if step == max_new_tokens or bool(finished.all()):
@@ -283,6 +301,36 @@ class HookedGenerator:
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
             step_pos = step_pos[:, -1:] + 1
 
+    def _prefix(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        hooks: StepHooks,
+        capture: CaptureConfig | None,
+        projection: ProjectionSpec | None,
+    ) -> Prefix:
+        """The prompt before its last token, kept or computed (unsteered, with the observers)."""
+        observers = (id(self.model), hooks.observers())
+        rows = [tensor_key(ids[i], mask[i]) for i in range(ids.shape[0])]
+        kept = self.kept_prompt.get(observers, rows)
+        if kept is not None:
+            return kept
+        state = _State(prompt_len=ids.shape[1])
+        recorders = StepHooks(
+            self.model, ids.shape[0], ids.shape[1], capture, (), projection, state
+        )
+        with recorders, torch.no_grad():
+            out = self.model(
+                input_ids=ids[:, :-1],
+                attention_mask=mask[:, :-1],
+                position_ids=positions[:, :-1],
+                use_cache=True,
+            )
+        prefix = Prefix(observers, rows, output_cache(out), recorders.collect(0))
+        self.kept_prompt.put(prefix)  # a copy: this generation extends the cache it got
+        return prefix
+
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -296,6 +344,7 @@ class HookedGenerator:
         eos_token_id: int | Sequence[int] | None = None,
         pad_token_id: int | None = None,
         cancel: threading.Event | None = None,
+        reuse_prompt: bool = False,
     ) -> list[GenerationResult]:
         """Generate for a left-padded batch; one ``GenerationResult`` per row.
 
@@ -315,6 +364,7 @@ class HookedGenerator:
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             cancel=cancel,
+            reuse_prompt=reuse_prompt,
         )
         for event in events:
             for i, result in enumerate(results):

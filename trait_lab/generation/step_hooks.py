@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from trait_lab.generation.configs import CaptureConfig, ProjectionSpec, SteeringConfig
+from trait_lab.generation.prompt_cache import tensor_key
 from trait_lab.hooks.base import (
     DeviceVector,
     HookContext,
@@ -142,6 +143,16 @@ class StepHooks(HookContext):
             for layer, (path, matrix, single) in self.projections.items()
         ]
 
+    def observers(self) -> tuple[Any, ...]:
+        """What the capture and projection hooks record (a key: equal when they record alike)."""
+        capture = self.capture
+        settings = None if capture is None else (str(capture.dtype), capture.prompt)
+        projections = [
+            (layer, path, tensor_key(matrix.cpu), single)
+            for layer, (path, matrix, single) in sorted(self.projections.items())
+        ]
+        return settings, tuple(sorted(self.captures.items())), tuple(projections)
+
     @property
     def needs_final_step(self) -> bool:
         """Whether the last token must be fed back to get its own activations."""
@@ -225,7 +236,7 @@ class StepHooks(HookContext):
                 check_width(h, entry.vector.on(h.device), path)
 
             self._fired.add(path)
-            if self.state.offset == 0:  # the prompt's norm, for an overflow error's advice
+            if path not in self._norms:  # the first forward's, for an overflow error's advice
                 self._norms[path] = torch.linalg.vector_norm(h.detach().float(), dim=-1).mean()
 
             def steer(x: torch.Tensor) -> torch.Tensor:

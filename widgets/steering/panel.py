@@ -84,7 +84,7 @@ class SteeringPanel(w.VBox):
             neutral prompts.
         readout_offset: tokens are coloured at ``layer + readout_offset`` (what the model
             carries forward rather than what was just added); pick another in the panel.
-        debounce: seconds a control must rest before generation restarts.
+        debounce: seconds a control must rest before generation restarts (a restart is cheap).
         autorun: start generating at once.
         colour_scale: the cosine shown at full colour: one number, ``{(trait, layer): value}``,
             or ``None``: calibrated per (trait, layer) (``widgets.steering.scale``).
@@ -108,7 +108,7 @@ class SteeringPanel(w.VBox):
         max_new_tokens: int = 40,
         norms: Mapping[int, float] | float | None = None,
         readout_offset: int = 4,
-        debounce: float = 0.15,
+        debounce: float = 0.05,
         autorun: bool = True,
         colour_scale: float | Mapping[Key, float] | None = None,
     ) -> None:
@@ -368,6 +368,7 @@ class SteeringPanel(w.VBox):
             specs,
             projection=self._colour_spec(request.colour),
             cancel=cancel,
+            reuse_prompt=True,  # a slider change re-steers the same prompt
         )
         self._shown = request
         for event in stream:
