@@ -80,3 +80,20 @@ def test_forward_with_capture_equals_hidden_states(backend) -> None:
 def test_from_experiment_uses_its_config(default_model) -> None:
     backend = LocalBackend.from_experiment("default", root=str(EXPERIMENTS))
     assert backend.n_layers == 30 and backend.use_chat_template
+
+
+def test_bf16_agrees_with_fp32_and_still_steers(default_model) -> None:
+    """The fast path on the default model: its choices stay close to fp32's, and a steering
+    vector changes its replies as it changes fp32's."""
+    model, tokenizer = default_model
+    fast = LocalBackend.from_model(model, tokenizer, precision="bf16")
+    report = fast.agreement(QUESTIONS + ["Describe a cat.", "Plan a trip."], max_new_tokens=16)
+    assert report.positions == 80 and report.top1 >= 0.9, report
+    vector = torch.randn(576, generator=torch.Generator().manual_seed(0))
+    steer = [SteeringSpec(vector=vector / vector.norm(), layer=8, coefficient=150.0)]
+    config = GenerationConfig(max_new_tokens=12)
+    for backend in (LocalBackend.from_model(model, tokenizer), fast):
+        assert backend.generate(QUESTIONS[:1], config) != backend.generate(
+            QUESTIONS[:1], config, steer
+        )
+    assert model.dtype == torch.float32  # the fp32 model is untouched

@@ -30,11 +30,19 @@ from trait_lab.generation.configs import (
     StreamEvent,
 )
 from trait_lab.generation.generator import HookedGenerator
+from trait_lab.generation.precision import (
+    Agreement,
+    Precision,
+    agreement,
+    at_precision,
+    check_precision,
+)
 from trait_lab.generation.vllm import VLLMBackend
 from trait_lab.hooks import MultiLayerCapture
 from trait_lab.models.architectures import hidden_size, input_device, n_layers
 from trait_lab.models.loading import load_model
 from trait_lab.prompts.formatting import PromptLike, format_prompt, uses_chat_template
+from trait_lab.prompts.prompt_sets import load_prompt_set
 
 
 @dataclass
@@ -73,24 +81,56 @@ class StreamToken(StreamEvent):
 class LocalBackend:
     """Generation, steering and capture on a local model.
 
+    ``precision``: ``"fp32"`` computes with the model as given (the exact reference),
+    ``"bf16"`` with a bfloat16 copy of it (faster on CPUs with native bf16; steering and
+    capture still compute in fp32 on the activations; :meth:`agreement` says how close its
+    choices stay). ``model`` is then the copy and ``reference`` the model given.
+
     Example:
         >>> from trait_lab.testing import tiny_model
         >>> LocalBackend(tiny_model(), tokenizer=None, use_chat_template=False).n_layers
         3
     """
 
-    def __init__(self, model: Any, tokenizer: Any, use_chat_template: bool | None = None) -> None:
-        self._model = model
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        use_chat_template: bool | None = None,
+        precision: Precision = "fp32",
+    ) -> None:
+        self.precision: Precision = check_precision(precision)
+        self.reference = model
+        self._model = at_precision(model, precision) if precision != "fp32" else model
         self._tokenizer = tokenizer
-        self._generator = HookedGenerator(model)
+        self._generator = HookedGenerator(self._model)
         self._use_chat_template = use_chat_template
 
     @classmethod
     def from_model(
-        cls, model: Any, tokenizer: Any, use_chat_template: bool | None = None
+        cls,
+        model: Any,
+        tokenizer: Any,
+        use_chat_template: bool | None = None,
+        precision: Precision = "fp32",
     ) -> LocalBackend:
         """Wrap an already loaded model; ``use_chat_template=None`` follows the tokenizer."""
-        return cls(model, tokenizer, use_chat_template)
+        return cls(model, tokenizer, use_chat_template, precision)
+
+    def agreement(
+        self,
+        prompts: Sequence[PromptLike] | None = None,
+        max_new_tokens: int = 32,
+        system: str | None = None,
+    ) -> Agreement:
+        """How this backend's next-token choices agree with fp32's (the ``reference``) on
+        ``prompts`` (default: the built-in ``neutral`` prompt set), teacher-forced on fp32's
+        greedy replies (``generation.precision.agreement``)."""
+        texts = list(prompts) if prompts is not None else load_prompt_set("neutral")
+        batch = self.encode(texts, system)
+        return agreement(
+            self.reference, self._model, batch["input_ids"], batch["attention_mask"], max_new_tokens
+        )
 
     @classmethod
     def from_experiment(

@@ -54,7 +54,7 @@ from widgets.steering.controls import (
 )
 from widgets.steering.labels import layers_text, run_title
 from widgets.steering.recolour import recolour_rows
-from widgets.steering.rows import Request, Row, absorb, steering_figure, stream_columns
+from widgets.steering.rows import Request, Row, absorb, finish, steering_figure, stream_columns
 from widgets.steering.scale import ColourScale, Key, calibrated, neutral_texts
 from widgets.steering.targets import (
     build_specs,
@@ -382,11 +382,7 @@ class SteeringPanel(w.VBox):
         elapsed = time.monotonic() - started
         word = "stopped" if cancel.is_set() else "done"
         with self._lock:
-            for key in keys:
-                row = self._rows[key]
-                row.complete = not cancel.is_set()
-                rate = len(row.ids) / elapsed if elapsed > 0 else 0.0
-                row.status = f"{word} · {len(row.ids)} tokens · {elapsed:.1f} s · {rate:.1f} tok/s"
+            finish([self._rows[key] for key in keys], word, elapsed, self.backend.precision)
             if not cancel.is_set() and not cached:
                 self._baseline = (request.baseline_key, self._rows["baseline"])
         self.timing["total"] = time.monotonic() - request.submitted

@@ -80,6 +80,24 @@ def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
     row.status = f"generating… {len(row.ids)} tokens"
 
 
+def finish(rows: list[Row], word: str, seconds: float, precision: str) -> None:
+    """Mark rows ``done`` (complete) or ``stopped``; their status says how they ended, their
+    length and speed, and the precision they ran at.
+
+    Example:
+        >>> row = Row(ids=[5] * 32)
+        >>> finish([row], "done", 2.0, "bf16")
+        >>> row.status, row.complete
+        ('done · 32 tokens · 2.0 s · 16.0 tok/s · bf16', True)
+    """
+    for row in rows:
+        row.complete = word == "done"
+        rate = len(row.ids) / seconds if seconds > 0 else 0.0
+        row.status = (
+            f"{word} · {len(row.ids)} tokens · {seconds:.1f} s · {rate:.1f} tok/s · {precision}"
+        )
+
+
 def stream_columns(
     rows: dict[str, tuple[list[tuple[str, float | None]], str]], request: Request
 ) -> list[tuple[str, str, list[tuple[str, float | None]], str]]:
