@@ -87,7 +87,7 @@ def test_bf16_agrees_with_fp32_and_still_steers(default_model) -> None:
     vector changes its replies as it changes fp32's."""
     model, tokenizer = default_model
     fast = LocalBackend.from_model(model, tokenizer, precision="bf16")
-    report = fast.agreement(QUESTIONS + ["Describe a cat.", "Plan a trip."], max_new_tokens=16)
+    report = fast.agreement([*QUESTIONS, "Describe a cat.", "Plan a trip."], max_new_tokens=16)
     assert report.positions == 80 and report.top1 >= 0.9, report
     vector = torch.randn(576, generator=torch.Generator().manual_seed(0))
     steer = [SteeringSpec(vector=vector / vector.norm(), layer=8, coefficient=150.0)]
