@@ -36,6 +36,7 @@ from trait_lab.evaluation.openai_judge import OpenAIJudge
 from trait_lab.evaluation.search import SearchSettings
 from trait_lab.extraction.methods import METHODS
 from trait_lab.extraction.pipeline import run_extraction
+from trait_lab.generation.precision import PRECISIONS
 from trait_lab.generation.vllm import VLLMBackend
 from trait_lab.models.cache import (
     DEFAULT_DIST,
@@ -135,6 +136,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         max_questions=args.questions,
         judge=judge,
         ranks=ranks,
+        precision=args.precision,
     )
     if not ranks.main:
         return 0
@@ -316,6 +318,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=whole(1), default=48)
     evaluate.add_argument("--threshold", type=percent, default=70.0, help="coherence needed")
     evaluate.add_argument("--questions", type=whole(2), default=None, help="use the first N")
+    evaluate.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="bf16: faster, not exact"
+    )
     evaluate.add_argument(
         "--judge-url", default=None, help="an OpenAI-compatible server (default: offline probe)"
     )

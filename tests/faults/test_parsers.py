@@ -439,6 +439,7 @@ EVALUATE = ["evaluate", "--experiment", "exp", "--trait", "optimism"]
         ([*EVALUATE, "--questions", "1"], ["argument --questions", "'1'", ">= 2"]),
         ([*EVALUATE, "--run", "../r"], ["argument --run", "'../r'", "rename"]),
         ([*EVALUATE, "--layers", "-1"], ["argument --layers", "'-1'"]),
+        ([*EVALUATE, "--precision", "fp16"], ["argument --precision", "'fp16'", "'bf16'"]),
         ([*EVALUATE, "--coefficient", "1e30"], ["unrecognized arguments: --coefficient"]),
         ([*EVALUATE, "--top-k", "2.5"], ["unrecognized arguments: --top-k 2.5"]),
         (["serve", "--port", "abc"], ["argument --port", "'abc'"]),
@@ -519,6 +520,9 @@ def test_valid_arguments_reach_the_library(fakes: dict[str, Any]) -> None:
     assert run_cli(argv) == "reached"
     kwargs = fakes["run_evaluation"][1]
     assert (kwargs["run"], kwargs["threshold"], kwargs["max_questions"]) == ("r1", 0.0, 2)
+    assert kwargs["precision"] == "fp32"  # exact unless asked
+    assert run_cli([*EVALUATE, "--precision", "bf16"]) == "reached"
+    assert fakes["run_evaluation"][1]["precision"] == "bf16"
 
 
 def test_unexpected_exceptions_are_not_hidden(fakes: dict[str, Any]) -> None:

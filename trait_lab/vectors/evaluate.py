@@ -55,6 +55,7 @@ from trait_lab.evaluation.summary import (
     SteeringSummary,
     write_summary,
 )
+from trait_lab.generation.precision import Precision, at_precision, check_precision
 from trait_lab.models.identity import model_identity
 from trait_lab.models.loading import load_model
 from trait_lab.prompts.formatting import format_prompt
@@ -365,14 +366,18 @@ def run_evaluation(
     layers: Sequence[int] | None = None,
     methods: list[str] | None = None,
     ranks: Ranks | None = None,
+    precision: Precision = "fp32",
     **options: Any,
 ) -> SteeringSummary:
     """Evaluate a trait's extracted vectors for an experiment's variant (module docstring).
 
     ``candidates`` best extraction results (within ``layers``, default the middle half) are
     searched; further ``options`` go to :func:`evaluate_steering` (judge, layer_sets,
-    settings, threshold).
+    settings, threshold). ``precision="bf16"`` generates with a bfloat16 copy of the model
+    (``generation.precision``; faster on CPUs with native bf16); its dtype is part of the
+    run's fingerprint, so its logs never mix with an fp32 run's (use another ``run`` name).
     """
+    check_precision(precision)
     chosen = load_experiment_config(experiment, root).variant(variant)
     dataset = load_trait(trait)
     dataset.steering_split()  # a trait without report questions fails before any work
@@ -381,6 +386,7 @@ def run_evaluation(
     ranks = ranks or current_ranks()
     if model is None or tokenizer is None:
         model, tokenizer = load_model(chosen.model, device=ranks.model_device())
+    model = at_precision(model, precision)
     picked = select_vectors(
         experiment,
         dataset.name,
