@@ -6,9 +6,12 @@ continuation and a plain forward of each model for the logits compared at every 
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
+import trait_lab.generation.precision as precision
 from trait_lab.generation import GenerationConfig, LocalBackend, SteeringSpec
 from trait_lab.generation.precision import PRECISIONS, agreement, at_precision
 from trait_lab.models import tokens
@@ -34,6 +37,17 @@ def test_an_unknown_precision_is_named_with_the_choices(bad: object) -> None:
         at_precision(tiny_model(), bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is not one of"):
         LocalBackend(tiny_model(), tiny_tokenizer(), False, precision=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_emulated_bf16_says_so_once(native: bool, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    model = tiny_model()
+    with caplog.at_level(logging.WARNING, logger="trait_lab.generation.precision"):
+        at_precision(model, "bf16")
+        at_precision(model, "bf16")  # the kept copy: no second notice
+    notices = [r.message for r in caplog.records if "no native bf16" in r.message]
+    assert len(notices) == (0 if native else 1)
 
 
 def test_a_model_spread_over_devices_is_not_copied() -> None:

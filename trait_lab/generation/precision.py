@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +45,7 @@ __all__ = [
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+logger = logging.getLogger(__name__)
 _COPIES: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
 
 
@@ -93,6 +95,12 @@ def at_precision(model: nn.Module, precision: str) -> nn.Module:
         )
     copies = _COPIES.setdefault(model, {})
     if precision not in copies:
+        if precision == "bf16" and not native_bf16():
+            logger.warning(
+                "precision='bf16': this machine has no native bf16 arithmetic (no AVX-512 BF16, "
+                "AMX or CUDA bf16), so bf16 is emulated and may be slower than fp32, above all "
+                "in batches; measure with bench/bench_decode.py or keep precision='fp32'"
+            )
         copies[precision] = copy.deepcopy(model).to(dtype).eval()
     return copies[precision]
 
