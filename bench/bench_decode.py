@@ -2,11 +2,13 @@
 
 Every case decodes greedily ``--tokens`` tokens (EOS off) at batch 1 and 8 with steering (one
 vector, one layer) and projection (5 vectors x 5 layers), except the baseline, plain fp32
-``model.generate``. Cases run interleaved, medians are reported as tokens/s and as the ratio to
-the baseline. The "static" cases use a prototype loop (not trait_lab's): a transformers
-``StaticCache``, permanent forward hooks whose coefficient, vector and projection matrix are
-tensors the graph reads, the prompt run eagerly and each decode step through ``step`` (eager or
-``torch.compile``-d). Reduced-precision cases keep the hooks in fp32 on the hooked activation.
+``model.generate``. trait_lab's own paths are ``HookedGenerator`` in fp32 (the reference) and in
+bf16 (``LocalBackend(precision="bf16")``). Cases run interleaved, medians are reported as
+tokens/s and as the ratio to the baseline. The other cases use a prototype loop (not
+trait_lab's): a transformers ``StaticCache``, permanent forward hooks whose coefficient, vector
+and projection matrix are tensors the graph reads, the prompt run eagerly and each decode step
+through ``step`` (eager or ``torch.compile``-d). Reduced-precision cases keep the hooks in fp32
+on the hooked activation.
 
 Also reported: compile / quantize seconds, whether each fast path's greedy tokens equal the eager
 fp32 loop's, recompiles when a coefficient's value changes, and the top-1 agreement and max
