@@ -205,6 +205,9 @@ def test_backend_construction_and_properties(model, experiments) -> None:
     assert backend.use_chat_template  # the tokenizer has a template; the config says nothing
     tokenizer = backend.tokenizer
     assert not LocalBackend.from_experiment("plain").use_chat_template  # the config says no
+    fast = LocalBackend.from_experiment("gemma-2-2b", precision="bf16")
+    assert fast.precision == "bf16" and fast.model.dtype == torch.bfloat16
+    assert fast.reference.dtype == torch.float32
     assert LocalBackend.from_model(model, tokenizer).use_chat_template
     backend = LocalBackend.from_model(model, tokenizer, use_chat_template=False)
     assert not backend.use_chat_template  # the explicit argument wins

@@ -140,12 +140,14 @@ class LocalBackend:
         *,
         use_chat_template: bool | None = None,
         root: str | None = None,
+        precision: Precision = "fp32",
         **load_kwargs: Any,
     ) -> LocalBackend:
-        """Load an experiment's model variant.
+        """Load an experiment's model variant (computing at ``precision``, see the class).
 
         Chat template: this argument, then the experiment config, then the tokenizer.
         """
+        check_precision(precision)  # before the model is loaded
 
         config = load_experiment_config(experiment, root)
         chosen = config.variant(variant)
@@ -154,7 +156,7 @@ class LocalBackend:
             model = _apply_lora(model, chosen.lora)
         if use_chat_template is None:
             use_chat_template = config.use_chat_template
-        return cls(model, tokenizer, use_chat_template)
+        return cls(model, tokenizer, use_chat_template, precision)
 
     @property
     def model(self) -> Any:
