@@ -13,7 +13,7 @@ import torch
 
 import trait_lab.generation.precision as precision
 from trait_lab.generation import GenerationConfig, LocalBackend, SteeringSpec
-from trait_lab.generation.precision import PRECISIONS, agreement, at_precision
+from trait_lab.generation.precision import PRECISIONS, agreement, at_precision, precision_of
 from trait_lab.models import tokens
 from trait_lab.testing import tiny_batch, tiny_model, tiny_tokenizer
 
@@ -29,6 +29,8 @@ def test_bf16_is_a_kept_copy_and_the_model_is_unchanged() -> None:
     assert at_precision(model, "fp32") is model and model.dtype == torch.float32
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert at_precision(reduced, "bf16") is reduced  # already bf16: itself
+    assert at_precision(reduced, "fp32") is reduced  # fp32 is the model as loaded: no upcast
+    assert (precision_of(model), precision_of(reduced)) == ("fp32", "bf16")  # what they are
 
 
 @pytest.mark.parametrize("bad", ["fp16", "int8", None, "BF16"])

@@ -72,6 +72,18 @@ class TestStatus:
         assert states[0] == "queued" and "generating" in states and states[-1] == "done"
         assert panel.state == "done" and "done: " in panel.status.value
         assert all(c["status"].startswith("done · ") for c in panel.stream.columns)
+        assert all(c["status"].endswith(" · fp32") for c in panel.stream.columns)
+
+    def test_the_precision_each_row_ran_at_is_shown(self) -> None:
+        fast = LocalBackend(tiny_model(), tiny_tokenizer(), False, precision="bf16")
+        panel = _panel(fast)
+        try:
+            panel.refresh()
+            _run(panel)
+            statuses = [c["status"] for c in panel.stream.columns]
+            assert len(statuses) == 2 and all(s.endswith(" · bf16") for s in statuses), statuses
+        finally:
+            panel.close()
 
     def test_stop_while_generating_says_stopped_and_stays(self, backend: LocalBackend) -> None:
         panel = _panel(backend, max_new_tokens=200)

@@ -25,6 +25,15 @@ from trait_lab.generation.configs import (
 from trait_lab.generation.generator import (
     HookedGenerator,
 )
+from trait_lab.generation.precision import (
+    PRECISIONS,
+    Agreement,
+    Precision,
+    agreement,
+    at_precision,
+    native_bf16,
+    precision_of,
+)
 from trait_lab.generation.protocol import (
     Backend,
 )
@@ -37,7 +46,9 @@ from trait_lab.generation.vllm import (
 )
 
 __all__ = [
+    "PRECISIONS",
     "STEERING_MODES",
+    "Agreement",
     "Backend",
     "CaptureConfig",
     "CaptureResult",
@@ -47,6 +58,7 @@ __all__ = [
     "HookedGenerator",
     "LayerActivations",
     "LocalBackend",
+    "Precision",
     "ProjectionSpec",
     "SamplingConfig",
     "SteeringConfig",
@@ -56,6 +68,10 @@ __all__ = [
     "StreamEvent",
     "StreamToken",
     "VLLMBackend",
+    "agreement",
+    "at_precision",
     "get_backend",
+    "native_bf16",
+    "precision_of",
     "sampling_config",
 ]

@@ -101,7 +101,7 @@ class LocalBackend:
     ) -> None:
         self.precision: Precision = check_precision(precision)
         self.reference = model
-        self._model = at_precision(model, precision) if precision != "fp32" else model
+        self._model = at_precision(model, precision)
         self._tokenizer = tokenizer
         self._generator = HookedGenerator(self._model)
         self._use_chat_template = use_chat_template

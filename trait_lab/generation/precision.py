@@ -40,6 +40,7 @@ __all__ = [
     "at_precision",
     "check_precision",
     "native_bf16",
+    "precision_of",
 ]
 
 Precision = Literal["fp32", "bf16"]
@@ -77,16 +78,31 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def precision_of(model: nn.Module) -> str:
+    """What ``model`` computes in, as a short label (``fp32``, ``bf16``, ``fp16``): the truth
+    a status line shows, whatever precision was asked for.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> precision_of(tiny_model()), precision_of(tiny_model(dtype=torch.bfloat16))
+        ('fp32', 'bf16')
+    """
+    dtype = next(iter(model.parameters())).dtype
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names.get(dtype, str(dtype).removeprefix("torch."))
+
+
 def at_precision(model: nn.Module, precision: str) -> nn.Module:
-    """The model to compute with at ``precision``: ``model`` itself when its weights already
-    are, else a converted copy (made once per model and kept while the model lives).
+    """The model to compute with at ``precision``: ``model`` itself for ``"fp32"`` (the
+    reference: the model as loaded, never converted) or when its weights already are in that
+    precision, else a converted copy (made once per model and kept while the model lives).
 
     Raises:
         ValueError: an unknown precision, or a model spread over devices (``device_map``):
             load that one in the dtype you want instead (``load_model(..., dtype=...)``).
     """
     dtype = _DTYPES[check_precision(precision)]
-    if model.dtype == dtype:
+    if precision == "fp32" or model.dtype == dtype:
         return model
     if getattr(model, "hf_device_map", None):
         raise ValueError(

@@ -18,7 +18,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from trait_lab.generation import GenerationConfig, SteeringSpec, StreamToken
+from trait_lab.generation import GenerationConfig, SteeringSpec, StreamToken, precision_of
 from widgets.steering.labels import sampling_text
 
 
@@ -80,16 +80,19 @@ def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
     row.status = f"generating… {len(row.ids)} tokens"
 
 
-def finish(rows: list[Row], word: str, seconds: float, precision: str) -> None:
+def finish(rows: list[Row], word: str, seconds: float, model: Any) -> None:
     """Mark rows ``done`` (complete) or ``stopped``; their status says how they ended, their
-    length and speed, and the precision they ran at.
+    length and speed, and the precision the ``model`` computed in (``precision_of``).
 
     Example:
+        >>> import torch
+        >>> from trait_lab.testing import tiny_model
         >>> row = Row(ids=[5] * 32)
-        >>> finish([row], "done", 2.0, "bf16")
+        >>> finish([row], "done", 2.0, tiny_model(dtype=torch.bfloat16))
         >>> row.status, row.complete
         ('done · 32 tokens · 2.0 s · 16.0 tok/s · bf16', True)
     """
+    precision = precision_of(model)
     for row in rows:
         row.complete = word == "done"
         rate = len(row.ids) / seconds if seconds > 0 else 0.0
