@@ -130,13 +130,9 @@ class Ranks:
             42
         """
         result: Any = None
-        error: BaseException | None = None
-        if self.main:
-            try:
+        with self.together():  # rank 0's failure is handed to the others, re-raised there
+            if self.main:
                 result = step()
-            except Exception as exc:  # handed to the other ranks, then re-raised here
-                error = exc
-        self.agree(error)
         if self.sharded:
             box = [result]
             dist.broadcast_object_list(box, src=0)

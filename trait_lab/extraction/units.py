@@ -188,12 +188,8 @@ def run_units(
     mine = [units[i] for i in ranks.mine(pending)]
     computed: list[tuple[K, Any]] = []
     if not work.committed:
-        error: BaseException | None = None
-        try:
+        with ranks.together():  # every rank learns of a failure before anything is written
             computed = [(mine[0], compute(mine[0]))] if mine else []
-        except Exception as exc:  # every rank learns of it before anything is written
-            error = exc
-        ranks.agree(error)
         work.commit()
 
     def write(unit: K, value: Any) -> None:

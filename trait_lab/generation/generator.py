@@ -311,7 +311,7 @@ class HookedGenerator:
         projection: ProjectionSpec | None,
     ) -> Prefix:
         """The prompt before its last token, kept or computed (unsteered, with the observers)."""
-        observers = (id(self.model), hooks.observers())
+        observers = hooks.observers()  # the kept prompt belongs to this generator, so its model
         rows = [tensor_key(ids[i], mask[i]) for i in range(ids.shape[0])]
         kept = self.kept_prompt.get(observers, rows)
         if kept is not None:
