@@ -25,7 +25,7 @@ import platform
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -250,6 +250,34 @@ def fast_case(setup: Setup, key: str, enc: Any, reference: tuple) -> tuple[Calla
     return (lambda: dec.generate(ids, mask, n, hooks)), text
 
 
+def compiled_case(
+    setup: Setup, precision: str, enc: Any, eager: list
+) -> tuple[Callable[[], object], str]:
+    """``HookedGenerator(..., compile=True)`` at ``precision``: its timed callable and a note
+    (first-call seconds, later compile seconds, greedy rows equal to the eager loop's)."""
+    ids, mask, n = enc["input_ids"], enc["attention_mask"], setup.tokens
+    gen = HookedGenerator(at_precision(setup.model, precision), compile=True)
+    steer = [SteeringConfig(setup.vector, STEER_LAYER, STEER_COEF, positions="all")]
+    spec = ProjectionSpec(setup.proj)
+
+    def run(coef: float = STEER_COEF) -> list:
+        steering = [replace(steer[0], coefficient=coef)]
+        return gen.generate(ids, mask, n, eos_token_id=[], steering=steering, projection=spec)
+
+    start = time.perf_counter()
+    got = run()
+    first = time.perf_counter() - start
+    same = sum(a.token_ids == b.token_ids for a, b in zip(got, eager, strict=True))
+    compiles = len(gen.compiled.compile_seconds) if gen.compiled else 0
+    run(-STEER_COEF)  # the slider moves: new values, the same graph
+    again = (len(gen.compiled.compile_seconds) if gen.compiled else 0) - compiles
+    unavailable = gen.compiled.unavailable if gen.compiled else "off"
+    note = f"first call {first:.1f} s (compile included); greedy rows == eager {precision}: "
+    note += f"{same}/{len(eager)}; new graphs after a coefficient change: {again}"
+    note += f"; NOT COMPILED: {unavailable}" if unavailable else ""
+    return run, note
+
+
 def bench_batch(setup: Setup, chosen: list[str], batch: int) -> None:
     """Time every chosen case at one batch size and print its table."""
     model, tok, n = setup.model, setup.tok, setup.tokens
@@ -298,6 +326,11 @@ def bench_batch(setup: Setup, chosen: list[str], batch: int) -> None:
         "HookedGenerator": "eager fp32, reference",
         "HookedGenerator bf16": f"trait_lab's bf16 path; greedy rows == fp32: {same}/{batch}",
     }
+    for precision in ("fp32", "bf16"):  # trait_lab's compiled decode step
+        name = "HookedGenerator compiled" + ("" if precision == "fp32" else " bf16")
+        cases[name], info[name] = compiled_case(
+            setup, precision, enc, got if precision == "bf16" else ref
+        )
     for key in chosen:
         how = VARIANTS[key][0]
         if how not in setup.models:
@@ -325,7 +358,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--cases", default="all", help="comma list of case keys, or 'all'")
+    parser.add_argument(
+        "--cases", default="all", help="comma list of prototype case keys, 'all' or 'none'"
+    )
     parser.add_argument(
         "--agreement-tokens", type=int, default=125, help="positions per prompt (8 prompts)"
     )
@@ -343,7 +378,7 @@ def main() -> None:
         )
         for p in PROMPTS
     ]
-    chosen = list(VARIANTS) if args.cases == "all" else args.cases.split(",")
+    chosen = {"all": list(VARIANTS), "none": []}.get(args.cases, args.cases.split(","))
     unknown = [key for key in chosen if key not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown cases {unknown}; choose from {list(VARIANTS)}")

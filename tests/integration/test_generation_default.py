@@ -133,3 +133,44 @@ def test_kept_prompt_equals_the_whole_prompt(default_model, chat_batch) -> None:
             )
     first = ids.shape[1] - 1
     assert lengths.count(first) == 1 and lengths.count(first + 1) == 0  # the prompt, once
+
+
+def test_compiled_decode_equals_the_eager_loop(default_model, chat_batch) -> None:
+    """``compile=True`` on the default model: greedy tokens equal the eager loop's, with
+    steering, capture and projection (and, on a kept prompt, the slider's path) and without."""
+    from trait_lab.generation import ProjectionSpec
+
+    model, _ = default_model
+    ids, mask = chat_batch["input_ids"], chat_batch["attention_mask"]
+    rng = torch.Generator().manual_seed(3)
+    v = torch.randn(576, generator=rng)
+    hooked = dict(
+        steering=[
+            SteeringConfig(
+                layer=12,
+                vector=8.0 * v / v.norm(),
+                coefficient=[1.0, -1.0, 2.0],
+                positions="response",
+            )
+        ],
+        capture=CaptureConfig(layers=[20]),
+        projection=ProjectionSpec({10: torch.randn(3, 576, generator=rng)}),
+    )
+    eager, fast = HookedGenerator(model), HookedGenerator(model, compile=True)
+    for kw, reuse in ((hooked, False), (hooked, True), ({}, False)):
+        got = fast.generate(ids, mask, 12, eos_token_id=[], reuse_prompt=reuse, **kw)
+        want = eager.generate(ids, mask, 12, eos_token_id=[], **kw)
+        for a, b in zip(got, want, strict=True):
+            assert a.token_ids == b.token_ids
+            if kw:
+                torch.testing.assert_close(
+                    a.activations[20]["residual"],
+                    b.activations[20]["residual"],
+                    rtol=1e-4,
+                    atol=1e-3,
+                )
+                torch.testing.assert_close(
+                    a.projections[10], b.projections[10], rtol=1e-4, atol=1e-3
+                )
+    assert fast.compiled is not None and fast.compiled.unavailable is None
+    assert len(fast.compiled.compile_seconds) == 2  # hooked (reused by the kept prompt), bare

@@ -85,6 +85,8 @@ class LocalBackend:
     ``"bf16"`` with a bfloat16 copy of it (faster on CPUs with native bf16; steering and
     capture still compute in fp32 on the activations; :meth:`agreement` says how close its
     choices stay). ``model`` is then the copy and ``reference`` the model given.
+    ``compile=True`` decodes through a ``torch.compile``-d step (same tokens; see
+    :mod:`~trait_lab.generation.compiled`): the first generation of each shape compiles.
 
     Example:
         >>> from trait_lab.testing import tiny_model
@@ -98,12 +100,13 @@ class LocalBackend:
         tokenizer: Any,
         use_chat_template: bool | None = None,
         precision: Precision = "fp32",
+        compile: bool = False,
     ) -> None:
         self.precision: Precision = check_precision(precision)
         self.reference = model
         self._model = at_precision(model, precision)
         self._tokenizer = tokenizer
-        self._generator = HookedGenerator(self._model)
+        self._generator = HookedGenerator(self._model, compile=compile)
         self._use_chat_template = use_chat_template
 
     @classmethod
@@ -113,9 +116,10 @@ class LocalBackend:
         tokenizer: Any,
         use_chat_template: bool | None = None,
         precision: Precision = "fp32",
+        compile: bool = False,
     ) -> LocalBackend:
         """Wrap an already loaded model; ``use_chat_template=None`` follows the tokenizer."""
-        return cls(model, tokenizer, use_chat_template, precision)
+        return cls(model, tokenizer, use_chat_template, precision, compile)
 
     def agreement(
         self,
@@ -141,6 +145,7 @@ class LocalBackend:
         use_chat_template: bool | None = None,
         root: str | None = None,
         precision: Precision = "fp32",
+        compile: bool = False,
         **load_kwargs: Any,
     ) -> LocalBackend:
         """Load an experiment's model variant (computing at ``precision``, see the class).
@@ -156,7 +161,7 @@ class LocalBackend:
             model = _apply_lora(model, chosen.lora)
         if use_chat_template is None:
             use_chat_template = config.use_chat_template
-        return cls(model, tokenizer, use_chat_template, precision)
+        return cls(model, tokenizer, use_chat_template, precision, compile)
 
     @property
     def model(self) -> Any:

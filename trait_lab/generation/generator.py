@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 from torch import nn
 
+from trait_lab.generation.compiled import CompiledDecoder, CompiledSession
 from trait_lab.generation.configs import (
     CaptureConfig,
     GenerationResult,
@@ -54,15 +55,6 @@ __all__ = [
     "SteeringConfig",
     "StreamEvent",
 ]
-
-
-@dataclass
-class _State:
-    """What the loop knows at each step (shared with the hooks)."""
-
-    prompt_len: int
-    offset: int = 0
-    tokens: list[torch.Tensor] = field(default_factory=list)
 
 
 def _eos_ids(model: nn.Module, eos_token_id: int | Sequence[int] | None) -> list[int]:
@@ -144,9 +136,11 @@ class HookedGenerator:
         3
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, compile: bool = False) -> None:
         self.model = model
         self.n_layers = n_layers(model)
+        #: the compiled decode step (``compile=True``, :mod:`~trait_lab.generation.compiled`)
+        self.compiled = CompiledDecoder(model) if compile else None
         #: the latest prompt kept by ``stream(..., reuse_prompt=True)``; ``clear()`` it after
         #: changing the model's weights or adapters in place
         self.kept_prompt = PromptCache()
@@ -243,33 +237,67 @@ class HookedGenerator:
         eos = _eos_ids(self.model, eos_token_id)
         pad = tokens.pad_token_id(model=self.model, explicit=pad_token_id, eos=eos)
         _check_ids("pad_token_id", torch.tensor([pad]), _vocab_size(self.model))
-        state = _State(prompt_len=prompt_len)
-        hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection, state)
+        hooks = StepHooks(self.model, batch, prompt_len, capture, steering, projection)
+        prefix = None
+        if reuse_prompt and reusable(steering, prompt_len) and bool(mask[:, :-1].any(1).all()):
+            positions = tokens.padded_positions(mask)
+            prefix = self._prefix(ids, mask, positions, hooks, capture, projection)
+        session = None
+        if self.compiled is not None:
+            kept = None if prefix is None else prefix.cache
+            configs = (capture, steering, projection)
+            session = self.compiled.open(mask, max_new_tokens, hooks, configs, kept)
+        try:
+            yield from self._loop(
+                ids, mask, max_new_tokens, hooks, session, prefix, sampling, eos, pad, cancel
+            )
+        finally:
+            if session is not None:
+                session.close()
+
+    def _loop(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        max_new_tokens: int,
+        hooks: StepHooks,
+        session: CompiledSession | None,
+        prefix: Prefix | None,
+        sampling: SamplingConfig,
+        eos: list[int],
+        pad: int,
+        cancel: threading.Event | None,
+    ) -> Iterator[StreamEvent]:
+        """The decode loop of ``stream`` (eager, or through a compiled ``session``)."""
+        batch, prompt_len = ids.shape
         rng = sampling.generators(self.device, batch) if sampling.do_sample else None
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         step_ids, step_pos = ids, tokens.padded_positions(mask)
         cache, cache_name = None, cache_keyword(self.model)
-        prefix = None
-        if reuse_prompt and reusable(steering, prompt_len) and bool(mask[:, :-1].any(1).all()):
-            prefix = self._prefix(ids, mask, step_pos, hooks, capture, projection)
+        if prefix is not None:
             cache, step_ids, step_pos = prefix.cache, ids[:, -1:], step_pos[:, -1:]
+        if session is not None:
+            hooks = session.hooks  # the resident hooks, holding this generation's values
         held: StreamEvent | None = None  # the last token, waiting for its own activations
         for step in range(max_new_tokens + 1):
             # absolute index of this forward's first token in the padded sequence
-            state.offset = prompt_len + step - 1 if step or prefix else 0
-            # hooks and no_grad hold only while this step computes, never across a yield: a
-            # suspended stream must not steer (or disable autograd for) the model's other users
-            with hooks, torch.no_grad():
-                out = self.model(
-                    input_ids=step_ids,
-                    attention_mask=mask,
-                    position_ids=step_pos,
-                    use_cache=True,
-                    **{cache_name: cache},
-                )
+            hooks.at(prompt_len + step - 1 if step or prefix else 0)
+            if session is not None:
+                logits = session.forward(step_ids, step_pos)
+            else:
+                # hooks and no_grad hold only while this step computes, never across a yield:
+                # a suspended stream must not steer (or disable autograd for) others' forwards
+                with hooks, torch.no_grad():
+                    out = self.model(
+                        input_ids=step_ids,
+                        attention_mask=mask,
+                        position_ids=step_pos,
+                        use_cache=True,
+                        **{cache_name: cache},
+                    )
+                cache, logits = output_cache(out), out.logits[:, -1, :]
             if step == 0:
                 hooks.check_fired()
-            cache = output_cache(out)
             scored = hooks.collect(step)  # step 0: the prompt's; else token step - 1's
             if step == 0 and prefix is not None:
                 scored = join_fields(prefix.fields, scored)
@@ -279,7 +307,6 @@ class HookedGenerator:
                 return
             if cancel is not None and cancel.is_set():
                 return
-            logits = out.logits[:, -1, :]
             hooks.check_step(logits, step)
             if step == 0 and rng and rng[0].device != logits.device:  # a map's last device
                 rng = sampling.generators(logits.device, batch)
@@ -288,7 +315,6 @@ class HookedGenerator:
             new = [None if finished[i] else int(token[i]) for i in range(batch)]
             if eos:
                 finished |= torch.isin(token, torch.tensor(eos, device=token.device))
-            state.tokens.append(token)
             prompt_fields = scored if step == 0 else {}
             event = StreamEvent(step, new, finished.tolist(), **prompt_fields, logits=logits)
             if hooks.needs_final_step:
@@ -316,10 +342,7 @@ class HookedGenerator:
         kept = self.kept_prompt.get(observers, rows)
         if kept is not None:
             return kept
-        state = _State(prompt_len=ids.shape[1])
-        recorders = StepHooks(
-            self.model, ids.shape[0], ids.shape[1], capture, (), projection, state
-        )
+        recorders = StepHooks(self.model, ids.shape[0], ids.shape[1], capture, (), projection)
         with recorders, torch.no_grad():
             out = self.model(
                 input_ids=ids[:, :-1],

@@ -1,13 +1,16 @@
 """The hooks HookedGenerator registers for one generation: steering editors and observers.
 
 The generator tells them where each forward's tokens sit in the padded sequence
-(``state.offset``), so steering by position and per row is exact under the KV cache.
+(``hooks.at(offset)``), so steering by position and per row is exact under the KV cache.
+Everything a hook reads that may change between steps or generations (offset, position
+windows, vectors, coefficients, rows, projection matrices) is a tensor, so a compiled decode
+step (:mod:`~trait_lab.generation.compiled`) reads new values without recompiling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,13 +34,31 @@ from trait_lab.models.architectures import resolve_layers
 _SAFE_PEAK = float(torch.finfo(torch.float32).max) ** 0.5
 
 
-class _Offset(Protocol):
-    offset: int
+#: An end past any sequence: an open position window ends here.
+_OPEN_END = 2**62
+
+
+def _window(positions: Any, prompt_len: int) -> torch.Tensor:
+    """``[start, end)`` (absolute positions) that a ``SteeringConfig.positions`` edits."""
+    if positions == "all":
+        return torch.tensor([0, _OPEN_END])
+    if positions == "response":
+        return torch.tensor([prompt_len - 1, _OPEN_END])
+    if positions == "prompt":
+        return torch.tensor([0, prompt_len - 1])
+    start, end = positions
+    return torch.tensor([start, _OPEN_END if end is None else end])
 
 
 class _SteerEntry:
     def __init__(
-        self, config: SteeringConfig, index: int, path: str, model: nn.Module, batch: int
+        self,
+        config: SteeringConfig,
+        index: int,
+        path: str,
+        model: nn.Module,
+        batch: int,
+        prompt_len: int,
     ) -> None:
         where = f"steering[{index}]"
         self.where = where
@@ -71,7 +92,7 @@ class _SteerEntry:
         self.coefs = DeviceVector(torch.tensor(coefs, dtype=torch.float32))
         in_rows = [float(i in rows) for i in range(batch)]
         self.rows = DeviceVector(torch.tensor(in_rows, dtype=torch.float32))
-        self.positions = config.positions
+        self.window = DeviceVector(_window(config.positions, prompt_len))
 
     def apply(self, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         """Edit fp32 ``x`` [batch, seq, hidden] where the ``[seq]`` mask is on."""
@@ -99,12 +120,11 @@ class StepHooks(HookContext):
         capture: CaptureConfig | None,
         steering: Sequence[SteeringConfig],
         projection: ProjectionSpec | None,
-        state: _Offset,
     ) -> None:
         super().__init__(model)
         self.batch = batch
         self.prompt_len = prompt_len
-        self.state = state
+        self._offset = DeviceVector(torch.zeros((), dtype=torch.long))
         self.capture = capture
         self.steer: dict[str, list[_SteerEntry]] = {}
         for i, config in enumerate(steering):
@@ -113,7 +133,9 @@ class StepHooks(HookContext):
                     f"steering[{i}] must be a SteeringConfig, got {type(config).__name__}"
                 )
             path = resolve_target(model, config.layer, config.component, edits=True)
-            self.steer.setdefault(path, []).append(_SteerEntry(config, i, path, model, batch))
+            self.steer.setdefault(path, []).append(
+                _SteerEntry(config, i, path, model, batch, prompt_len)
+            )
         _check_type("capture", capture, CaptureConfig, "CaptureSpec(layers=[...])")
         _check_type("projection", projection, ProjectionSpec, "ProjectionSpec({layer: vector})")
         self.captures: dict[tuple[int, str], str] = {}
@@ -130,7 +152,7 @@ class StepHooks(HookContext):
                 self.projections[key] = (path, DeviceVector(matrix), is_single_vector(vectors))
         self._pending: dict[Any, torch.Tensor] = {}
         self._fired: set[str] = set()
-        self._norms: dict[str, torch.Tensor] = {}  # mean activation norm at each steered path
+        self._norms: dict[str, torch.Tensor] = {}  # the last forward's mean norm per steered path
         self._peaks: dict[str, torch.Tensor] = {}  # this step's largest steered |value|
         self._limit: dict[str, float] = {}
         # built once: registering them again for every step is cheap, rebuilding is not needed
@@ -152,6 +174,39 @@ class StepHooks(HookContext):
             for layer, (path, matrix, single) in sorted(self.projections.items())
         ]
         return settings, tuple(sorted(self.captures.items())), tuple(projections)
+
+    def structure(self) -> tuple[Any, ...]:
+        """What the hooks are, without their values: equal structures can :meth:`load` each
+        other (batch, steered paths and modes, captured paths and dtype, projection shapes)."""
+        steer = tuple(
+            (path, tuple((e.mode, tuple(e.vector.cpu.shape)) for e in entries))
+            for path, entries in self.steer.items()
+        )
+        dtype = None if self.capture is None else str(self.capture.dtype)
+        projections = tuple(
+            (layer, path, tuple(matrix.cpu.shape), single)
+            for layer, (path, matrix, single) in self.projections.items()
+        )
+        return self.batch, steer, tuple(self.captures.items()), dtype, projections
+
+    def load(self, other: StepHooks) -> None:
+        """Take ``other``'s values in place (tensors keep their identity) for a new generation.
+
+        ``other`` must have the same :meth:`structure`; the registered hooks (and any graph
+        compiled through them) then compute ``other``'s steering, capture and projection.
+        """
+        if other.structure() != self.structure():
+            raise ValueError("StepHooks.load needs hooks of the same structure()")
+        for mine, theirs in zip(self.steer.values(), other.steer.values(), strict=True):
+            for entry, new in zip(mine, theirs, strict=True):
+                for name in ("vector", "coefs", "rows", "window"):
+                    getattr(entry, name).assign(getattr(new, name).cpu)
+                entry.where, entry.largest = new.where, new.largest
+        for layer, (_, matrix, _) in self.projections.items():
+            matrix.assign(other.projections[layer][1].cpu)
+        self.prompt_len, self.capture = other.prompt_len, other.capture
+        for record in (self._pending, self._fired, self._norms, self._peaks):
+            record.clear()
 
     @property
     def needs_final_step(self) -> bool:
@@ -213,17 +268,14 @@ class StepHooks(HookContext):
             "coefficient: a typical scale is about the layer's activation norm"
         )
 
+    def at(self, offset: int) -> None:
+        """Tell the hooks the next forward's first token sits at ``offset`` (in place)."""
+        self._offset.assign(torch.tensor(offset))
+
     def _mask(self, entry: _SteerEntry, h: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(self.state.offset, self.state.offset + h.shape[1], device=h.device)
-        if entry.positions == "all":
-            return torch.ones_like(pos, dtype=torch.bool)
-        if entry.positions == "response":
-            return pos >= self.prompt_len - 1
-        if entry.positions == "prompt":
-            return pos < self.prompt_len - 1
-        start, end = entry.positions
-        keep = pos >= start
-        return keep if end is None else keep & (pos < end)
+        pos = torch.arange(h.shape[1], device=h.device) + self._offset.on(h.device)
+        window = entry.window.on(h.device)
+        return (pos >= window[0]) & (pos < window[1])
 
     def _editor(self, path: str, entries: list[_SteerEntry]):
         def edit(h: torch.Tensor) -> torch.Tensor:
@@ -236,8 +288,10 @@ class StepHooks(HookContext):
                 check_width(h, entry.vector.on(h.device), path)
 
             self._fired.add(path)
-            if path not in self._norms:  # the first forward's, for an overflow error's advice
-                self._norms[path] = torch.linalg.vector_norm(h.detach().float(), dim=-1).mean()
+            # this forward's, for an overflow error's advice; stored unconditionally (a compiled
+            # step must not depend on what an earlier forward left in a dict)
+            self._norms[path] = torch.linalg.vector_norm(h.detach().float(), dim=-1).mean()
+            self._limit[path] = min(_SAFE_PEAK, torch.finfo(h.dtype).max)
 
             def steer(x: torch.Tensor) -> torch.Tensor:
                 for entry in entries:  # in order: ablate-then-add differs from add-then-ablate
@@ -245,8 +299,6 @@ class StepHooks(HookContext):
                 self._peaks[path] = x.detach().abs().amax()  # checked after the forward
                 return x
 
-            if path not in self._limit:
-                self._limit[path] = min(_SAFE_PEAK, torch.finfo(h.dtype).max)
             return fp32_apply(h, steer)
 
         return edit

@@ -298,6 +298,15 @@ class DeviceVector:
             copy = self._copies[device] = self.cpu.to(device)
         return copy
 
+    def assign(self, value: torch.Tensor) -> None:
+        """Overwrite the values in place (every copy), keeping each tensor's identity.
+
+        A compiled graph that reads this vector then sees the new values without recompiling.
+        """
+        self.cpu.copy_(value)
+        for copy in self._copies.values():
+            copy.copy_(value)
+
 
 class PositionTracker:
     """Knows the absolute index (in the padded input) of the tokens in the current forward.

@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
 from trait_lab.generation import LocalBackend, ProjectionSpec, SteeringSpec, StepHooks
 from trait_lab.models import padded_positions
 from widgets.steering.rows import Request, Row, token_cosine
-
-
-@dataclass
-class _Offset:
-    offset: int = 0
 
 
 def reproject(
@@ -55,7 +50,7 @@ def reproject(
     ids = torch.tensor([head + list(r) + [pad] * (length - len(r)) for r in rows])
     mask = torch.ones_like(ids)  # pads only follow a row's tokens: causal, never seen by them
     model = backend.model
-    hooks = StepHooks(model, len(rows), len(head), None, list(specs), projection, _Offset())
+    hooks = StepHooks(model, len(rows), len(head), None, list(specs), projection)
     with hooks, torch.no_grad():
         model(
             input_ids=ids.to(backend.device),
