@@ -85,6 +85,21 @@ class TestStatus:
         finally:
             panel.close()
 
+    def test_a_compiled_backend_is_shown_and_streams_the_same_text(self) -> None:
+        texts = {}
+        for compile in (False, True):
+            panel = _panel(LocalBackend(tiny_model(), tiny_tokenizer(), False, compile=compile))
+            try:
+                panel.refresh()
+                _run(panel)
+                columns = panel.stream.columns
+                texts[compile] = [panel.stream.text(c["key"]) for c in columns]
+                statuses = [c["status"] for c in columns]
+            finally:
+                panel.close()
+        assert all(s.endswith(" · fp32 · compiled") for s in statuses), statuses
+        assert texts[True] == texts[False] and texts[True][0]
+
     def test_stop_while_generating_says_stopped_and_stays(self, backend: LocalBackend) -> None:
         panel = _panel(backend, max_new_tokens=200)
         try:

@@ -36,6 +36,7 @@ from trait_lab.generation.precision import (
     agreement,
     at_precision,
     check_precision,
+    precision_of,
 )
 from trait_lab.generation.vllm import VLLMBackend
 from trait_lab.hooks import MultiLayerCapture
@@ -166,6 +167,23 @@ class LocalBackend:
     @property
     def model(self) -> Any:
         return self._model
+
+    @property
+    def compute(self) -> str:
+        """What generation computes with: the weights' precision, then ``compiled`` while the
+        compiled decode step is on and working, ``eager`` after it fell back (its
+        ``unavailable`` says why).
+
+        Example:
+            >>> from trait_lab.testing import tiny_model
+            >>> LocalBackend(tiny_model(), None, False, compile=True).compute
+            'fp32 · compiled'
+        """
+        label = precision_of(self._model)
+        decoder = self._generator.compiled
+        if decoder is not None:
+            label += " · compiled" if decoder.unavailable is None else " · eager"
+        return label
 
     @property
     def tokenizer(self) -> Any:

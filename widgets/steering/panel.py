@@ -382,7 +382,7 @@ class SteeringPanel(w.VBox):
         elapsed = time.monotonic() - started
         word = "stopped" if cancel.is_set() else "done"
         with self._lock:
-            finish([self._rows[k] for k in keys], word, elapsed, self.backend.model)
+            finish([self._rows[k] for k in keys], word, elapsed, self.backend)
             if not cancel.is_set() and not cached:
                 self._baseline = (request.baseline_key, self._rows["baseline"])
         self.timing["total"] = time.monotonic() - request.submitted

@@ -80,24 +80,27 @@ def absorb(row: Row, event: StreamToken, i: int, layer: int) -> None:
     row.status = f"generating… {len(row.ids)} tokens"
 
 
-def finish(rows: list[Row], word: str, seconds: float, model: Any) -> None:
+def finish(rows: list[Row], word: str, seconds: float, backend: Any) -> None:
     """Mark rows ``done`` (complete) or ``stopped``; their status says how they ended, their
-    length and speed, and the precision the ``model`` computed in (``precision_of``).
+    length and speed, and what the ``backend`` computed with (``LocalBackend.compute``: the
+    precision, and whether the decode step was compiled; else ``precision_of`` its model).
 
     Example:
         >>> import torch
+        >>> from trait_lab.generation import LocalBackend
         >>> from trait_lab.testing import tiny_model
         >>> row = Row(ids=[5] * 32)
-        >>> finish([row], "done", 2.0, tiny_model(dtype=torch.bfloat16))
+        >>> finish([row], "done", 2.0, LocalBackend(tiny_model(dtype=torch.bfloat16), None))
         >>> row.status, row.complete
         ('done · 32 tokens · 2.0 s · 16.0 tok/s · bf16', True)
     """
-    precision = precision_of(model)
+    compute = getattr(backend, "compute", None)
+    label = compute if isinstance(compute, str) else precision_of(backend.model)
     for row in rows:
         row.complete = word == "done"
         rate = len(row.ids) / seconds if seconds > 0 else 0.0
         row.status = (
-            f"{word} · {len(row.ids)} tokens · {seconds:.1f} s · {rate:.1f} tok/s · {precision}"
+            f"{word} · {len(row.ids)} tokens · {seconds:.1f} s · {rate:.1f} tok/s · {label}"
         )
 
 
