@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import trait_lab.generation.precision as precision
-from trait_lab.generation import GenerationConfig, LocalBackend, SteeringSpec
+from trait_lab.generation import GenerationConfig, HookedGenerator, LocalBackend, SteeringSpec
 from trait_lab.generation.precision import PRECISIONS, agreement, at_precision, precision_of
 from trait_lab.models import tokens
 from trait_lab.testing import tiny_batch, tiny_model, tiny_tokenizer
@@ -113,3 +113,25 @@ def test_a_bf16_backend_steers_and_reports_its_agreement() -> None:
     assert report.positions == 12 and 0 <= report.top1 <= 1 and report.max_logit_diff > 0
     assert "top-1 agreement" in str(report)
     assert exact.agreement(["hello there"], max_new_tokens=4).top1 == 1.0
+
+
+def test_agreement_counts_the_replies_of_the_generator_given(monkeypatch) -> None:
+    """A compiled backend's ``same_greedy`` comes from its own (compiled) generator."""
+    model = tiny_model()
+    batch = tiny_batch(2, 6, left_pad=(0, 2))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    other = at_precision(model, "bf16")
+    with pytest.raises(ValueError, match="generator= must generate with `other`"):
+        agreement(model, other, ids, mask, 4, generator=HookedGenerator(model))
+    backend = LocalBackend(model, tiny_tokenizer(), False, precision="bf16", compile=True)
+    calls: list[int] = []
+    generate = HookedGenerator.generate
+
+    def spy(self: HookedGenerator, *args, **kwargs):
+        calls.append(self.compiled is not None)
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(HookedGenerator, "generate", spy)
+    report = backend.agreement(["hello there"], max_new_tokens=4)
+    assert calls == [False, True]  # fp32's replies eagerly, then the backend's compiled ones
+    assert report.rows == 1 and report.positions == 4

@@ -130,12 +130,12 @@ class LocalBackend:
     ) -> Agreement:
         """How this backend's next-token choices agree with fp32's (the ``reference``) on
         ``prompts`` (default: the built-in ``neutral`` prompt set), teacher-forced on fp32's
-        greedy replies (``generation.precision.agreement``)."""
+        greedy replies; ``same_greedy`` counts this backend's own replies (compiled or not)
+        equal to fp32's (``generation.precision.agreement``)."""
         texts = list(prompts) if prompts is not None else load_prompt_set("neutral")
         batch = self.encode(texts, system)
-        return agreement(
-            self.reference, self._model, batch["input_ids"], batch["attention_mask"], max_new_tokens
-        )
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return agreement(self.reference, self._model, ids, mask, max_new_tokens, self._generator)
 
     @classmethod
     def from_experiment(

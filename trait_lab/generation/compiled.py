@@ -111,7 +111,7 @@ def _own_code(method: Any, name: str) -> Any:
     that out.
     """
     fn = method.__func__
-    code = fn.__code__.replace(co_name=name)
+    code = fn.__code__.replace(co_name=name)  # a new object each call (equal, not identical)
     own = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
     return types.MethodType(own, method.__self__)
 
@@ -138,7 +138,7 @@ class _Slot:
         with warnings.catch_warnings():
             _quiet_tracer()
             self.step = torch.compile(
-                _own_code(self.forward, f"trait_lab_decode_{id(self):x}"),
+                _own_code(self.forward, "trait_lab_decode_step"),
                 dynamic=False,
                 fullgraph=True,  # a graph break would run code shared with other slots
             )

@@ -151,9 +151,11 @@ def agreement(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     max_new_tokens: int = 32,
+    generator: HookedGenerator | None = None,
 ) -> Agreement:
     """Greedy-decode ``max_new_tokens`` with ``reference`` (EOS off), then compare both
-    models' logits at every generated position (teacher-forced) and their greedy replies.
+    models' logits at every generated position (teacher-forced) and their greedy replies
+    (``other``'s from ``generator`` when given, e.g. its compiled one; it must run ``other``).
 
     Example:
         >>> from trait_lab.testing import tiny_model, tiny_batch
@@ -163,7 +165,9 @@ def agreement(
     """
     ids, mask = input_ids, attention_mask
     want = HookedGenerator(reference).generate(ids, mask, max_new_tokens, eos_token_id=[])
-    got = HookedGenerator(other).generate(ids, mask, max_new_tokens, eos_token_id=[])
+    if generator is not None and generator.model is not other:
+        raise ValueError("agreement: generator= must generate with `other` (generator.model)")
+    got = (generator or HookedGenerator(other)).generate(ids, mask, max_new_tokens, eos_token_id=[])
     new = torch.tensor([r.token_ids for r in want])
     seqs = torch.cat([ids, new], dim=1)
     full = torch.cat([mask, mask.new_ones(new.shape)], dim=1)
