@@ -210,3 +210,14 @@ def test_going_back_to_an_earlier_structure_records_into_the_new_generation() ->
     for kw in (_hooks(0), _hooks(1, layer=2, mode="ablate", coefficient=1.0), _hooks(2)):
         _assert_same(_generate(fast, batch, **kw), _generate(eager, batch, **kw))
         _assert_same(_generate(fast, batch, reuse_prompt=True, **kw), _generate(eager, batch, **kw))
+
+
+def test_sampling_draws_the_same_tokens_compiled() -> None:
+    from trait_lab.generation import SamplingConfig
+
+    model = tiny_model("llama")
+    batch = tiny_batch(2, 6, left_pad=(0, 2))
+    sampling = SamplingConfig(do_sample=True, temperature=0.9, top_p=0.95, seed=[3, 4])
+    eager, fast = HookedGenerator(model), HookedGenerator(model, compile=True)
+    kw = dict(_hooks(0), sampling=sampling)
+    _assert_same(_generate(fast, batch, **kw), _generate(eager, batch, **kw))

@@ -36,6 +36,7 @@ import copy
 import inspect
 import logging
 import math
+import threading
 import time
 import types
 import warnings
@@ -169,6 +170,7 @@ class CompiledDecoder:
         self.unavailable: str | None = None
         self.compile_seconds: list[float] = []
         self._busy = False
+        self._lock = threading.Lock()
         self._slots: OrderedDict[Any, _Slot] = OrderedDict()
         if getattr(model, "hf_device_map", None):
             self.unavailable = "the model is spread over devices (device_map)"
@@ -188,8 +190,24 @@ class CompiledDecoder:
         slot's); ``configs``: the (capture, steering, projection) they were built from.
         ``prefix``: the KV cache of the prompt up to its last token (a kept prompt, see
         :mod:`~trait_lab.generation.prompt_cache`); it is copied into the static cache."""
-        if self.unavailable is not None or self._busy:
-            return None
+        with self._lock:  # two threads (a panel's old and new generation) must not share
+            if self.unavailable is not None or self._busy:
+                return None
+            self._busy = True
+        try:
+            return self._open(mask, max_new_tokens, hooks, configs, prefix)
+        except BaseException:
+            self._busy = False
+            raise
+
+    def _open(
+        self,
+        mask: torch.Tensor,
+        max_new_tokens: int,
+        hooks: StepHooks,
+        configs: tuple[CaptureConfig | None, Sequence[SteeringConfig], ProjectionSpec | None],
+        prefix: Cache | None,
+    ) -> CompiledSession | None:
         prompt_len = mask.shape[1]
         length = max(BUCKET, 2 ** math.ceil(math.log2(prompt_len + max_new_tokens)))
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -203,6 +221,7 @@ class CompiledDecoder:
                 # transformers counts a sliding-window static layer in a Python int: a new
                 # graph for every token, so compiling would only cost time
                 self._give_up("the model has sliding-window attention layers")
+                self._busy = False
                 return None
             self._slots[key] = slot
             while len(self._slots) > SLOTS:
@@ -211,7 +230,6 @@ class CompiledDecoder:
             slot.hooks.load(hooks)
             slot.cache.reset()
         self._slots.move_to_end(key)
-        self._busy = True
         session = CompiledSession(self, slot, mask)
         if prefix is not None:
             session.fill(prefix)

@@ -129,6 +129,9 @@ class HookedGenerator:
 
     Args:
         model: a Hugging Face causal LM (any architecture in ``trait_lab.models.architectures``).
+        compile: decode through a compiled step (:mod:`~trait_lab.generation.compiled`): the
+            same tokens, captures and scores; the first generation of each batch size, cache
+            size and hook structure waits for a compile (seconds once torch has it on disk).
 
     Example:
         >>> from trait_lab.testing import tiny_model
