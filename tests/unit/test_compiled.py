@@ -221,3 +221,31 @@ def test_sampling_draws_the_same_tokens_compiled() -> None:
     eager, fast = HookedGenerator(model), HookedGenerator(model, compile=True)
     kw = dict(_hooks(0), sampling=sampling)
     _assert_same(_generate(fast, batch, **kw), _generate(eager, batch, **kw))
+
+
+def test_hooks_on_the_model_itself_run_eagerly_and_a_new_module_tree_gets_new_twins() -> None:
+    """A steering context (or any forward hook) on the model would not run on the twins: that
+    generation decodes eagerly, so the context steers it; an added module is seen too."""
+    from trait_lab.hooks import SteeringHook
+
+    model = tiny_model("llama")
+    batch = tiny_batch(2, 6, left_pad=(0, 2))
+    eager, fast = HookedGenerator(model), HookedGenerator(model, compile=True)
+    plain = _generate(fast, batch)
+    with SteeringHook(model, _vector(4), 1, 6.0):
+        want = _generate(eager, batch)
+        got = _generate(fast, batch)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    assert [r.token_ids for r in got] != [r.token_ids for r in plain]  # it did steer
+    _assert_same(_generate(fast, batch), plain)  # and compiled again once it is gone
+    # a module added to the tree (as an adapter would be): new twins carry it
+    capture = CaptureConfig(layers=[2])
+    _generate(fast, batch, capture=capture)  # its slot exists before the tree changes
+    block = model.model.layers[1]
+    block.mlp = torch.nn.Sequential(block.mlp, _Half())
+    _assert_same(_generate(fast, batch, capture=capture), _generate(eager, batch, capture=capture))
+
+
+class _Half(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x

@@ -23,6 +23,11 @@ seconds. Sliding-window models (their static cache recompiles every token) and a
 compile fall back to the eager loop for good, with a one-line notice. Greedy tokens equal the
 eager loop's (tested on every tiny architecture and the default model).
 
+The twins are copies of the model's module tree: a generation while hooks of the model's own
+are registered on it (a steering or capture context, a ``HookManager``) decodes eagerly, so
+they run; a changed module tree (an adapter added) gets new twins. Weights changed in place
+are shared, so they are seen.
+
 Example:
     >>> from trait_lab.testing import tiny_model
     >>> decoder = CompiledDecoder(tiny_model())
@@ -117,6 +122,16 @@ def _own_code(method: Any, name: str) -> Any:
     return types.MethodType(own, method.__self__)
 
 
+def _layout(model: nn.Module) -> tuple[int, int]:
+    """(modules, forward hooks) of ``model`` now: what a twin made earlier may no longer match.
+
+    torch has no public way to list a module's hooks, so this reads its hook dictionaries.
+    """
+    modules = list(model.modules())
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules)
+    return len(modules), hooks
+
+
 class _Slot:
     """Everything one (batch, cache length, hook structure) needs, owned by nobody else: a
     twin with its hooks registered for good, a static cache, a compiled step of its own."""
@@ -172,6 +187,8 @@ class CompiledDecoder:
         self._busy = False
         self._lock = threading.Lock()
         self._slots: OrderedDict[Any, _Slot] = OrderedDict()
+        self._layout = _layout(model)
+        self._warned = False
         if getattr(model, "hf_device_map", None):
             self.unavailable = "the model is spread over devices (device_map)"
 
@@ -208,6 +225,21 @@ class CompiledDecoder:
         configs: tuple[CaptureConfig | None, Sequence[SteeringConfig], ProjectionSpec | None],
         prefix: Cache | None,
     ) -> CompiledSession | None:
+        modules, hooks_now = _layout(self.model)
+        if modules != self._layout[0]:  # e.g. an adapter added: twins of the new tree
+            self._slots.clear()
+            self._layout = (modules, hooks_now)
+        if hooks_now > self._layout[1]:
+            # hooks registered on the model itself (a steering or capture context, a
+            # HookManager) would not run on the slots' twins: this generation goes eagerly
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "trait_lab: the model has forward hooks of its own registered; decoding "
+                    "eagerly so that they run (pass steering/capture to generate instead)"
+                )
+            self._busy = False
+            return None
         prompt_len = mask.shape[1]
         length = max(BUCKET, 2 ** math.ceil(math.log2(prompt_len + max_new_tokens)))
         limit = getattr(self.model.config, "max_position_embeddings", None)
