@@ -56,6 +56,7 @@ from transformers import Cache, StaticCache
 
 from trait_lab.generation.configs import CaptureConfig, ProjectionSpec, SteeringConfig
 from trait_lab.generation.step_hooks import StepHooks
+from trait_lab.models.architectures import context_limit
 from trait_lab.models.kv_cache import cache_keyword
 
 __all__ = ["BUCKET", "RECOMPILE_LIMIT", "SLOTS", "CompiledDecoder", "CompiledSession", "twin"]
@@ -242,8 +243,8 @@ class CompiledDecoder:
             return None
         prompt_len = mask.shape[1]
         length = max(BUCKET, 2 ** math.ceil(math.log2(prompt_len + max_new_tokens)))
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if isinstance(limit, int) and limit > 0:
+        limit = context_limit(self.model)
+        if limit is not None:
             length = max(min(length, limit), prompt_len + max_new_tokens)
         key = (hooks.structure(), length)
         slot = self._slots.get(key)

@@ -42,7 +42,7 @@ from trait_lab.generation.configs import (
 from trait_lab.generation.prompt_cache import Prefix, PromptCache, join_fields, reusable, tensor_key
 from trait_lab.generation.step_hooks import StepHooks
 from trait_lab.models import tokens
-from trait_lab.models.architectures import COMPONENTS, input_device, n_layers
+from trait_lab.models.architectures import COMPONENTS, context_limit, input_device, n_layers
 from trait_lab.models.kv_cache import cache_keyword, output_cache
 
 __all__ = [
@@ -73,18 +73,9 @@ def _check_max_new_tokens(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
-def _context_limit(model: nn.Module) -> int | None:
-    """The model's context length (``config.max_position_embeddings``), when it declares one."""
-    config = getattr(model, "config", None)
-    text = getattr(config, "get_text_config", None)
-    config = text() if callable(text) else config
-    limit = getattr(config, "max_position_embeddings", None)
-    return limit if isinstance(limit, int) and limit > 0 else None
-
-
 def _check_context(model: nn.Module, mask: torch.Tensor, max_new_tokens: int) -> None:
     """Refuse before any forward a prompt that, with ``max_new_tokens``, overruns the context."""
-    limit = _context_limit(model)
+    limit = context_limit(model)
     if limit is None:
         return
     lengths = mask.sum(dim=1)

@@ -174,6 +174,22 @@ def hidden_size(model: nn.Module) -> int:
     raise ValueError(f"cannot tell the hidden size of {type(model).__name__}: no hidden_size")
 
 
+def context_limit(model: nn.Module) -> int | None:
+    """The model's context length (``config.max_position_embeddings`` of its text config),
+    when it declares one.
+
+    Example:
+        >>> from trait_lab.testing import tiny_model
+        >>> context_limit(tiny_model())
+        256
+    """
+    config = getattr(model, "config", None)
+    text = getattr(config, "get_text_config", None)
+    config = text() if callable(text) else config
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
 def input_device(model: nn.Module) -> torch.device:
     """The device a model's input ids must be on: where its input embedding runs.
 
